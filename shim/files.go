@@ -1,0 +1,94 @@
+package shim
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// CRI annotations the guard reads from a bundle's config.json.
+const (
+	annotationContainerType = "io.kubernetes.cri.container-type"
+	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+	containerTypeSandbox    = "sandbox"
+)
+
+// writeFileAtomic replaces path with data so readers never see half a file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteDelegateAddress records in bundle the task API address of the runsc
+// shim serving that container.
+func WriteDelegateAddress(bundle, address string) error {
+	return writeFileAtomic(filepath.Join(bundle, delegateFile), []byte(address), 0o600)
+}
+
+// ReadDelegateAddress returns what WriteDelegateAddress recorded.
+func ReadDelegateAddress(bundle string) (string, error) {
+	p := filepath.Join(bundle, delegateFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	a, err := ParseStartReply(b)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	return a, nil
+}
+
+// writeAddress makes <bundle>/address name the guard, so that containerd
+// 1.6/1.7 reconnect to the guard, not the runsc shim, after a restart
+// (2.x reads bootstrap.json, which it writes from the guard's start reply).
+func writeAddress(bundle, address string) error {
+	return writeFileAtomic(filepath.Join(bundle, "address"), []byte(address), 0o600)
+}
+
+// readSpec reads the OCI spec of a bundle.
+func readSpec(bundle string) (*specs.Spec, error) {
+	p := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", p, err)
+	}
+	return &s, nil
+}
+
+// groupID returns the id that names the guard process serving a container:
+// its pod sandbox id under CRI, else its own id.
+func groupID(id string, spec *specs.Spec) string {
+	if spec != nil {
+		if g := strings.TrimSpace(spec.Annotations[annotationSandboxID]); validID(g) {
+			return g
+		}
+	}
+	return id
+}
