@@ -22,6 +22,10 @@ import (
 // Create that should follow its start) before it exits.
 const idleTimeout = 2 * time.Minute
 
+// lastReplyGrace is how long the guard waits after its last container is
+// gone before it stops serving.
+const lastReplyGrace = 300 * time.Millisecond
+
 // HookFactory builds the CreateHook of a guard process from its
 // configuration. The sandbox fix installs one (see fix.go); nil means pure
 // pass-through.
@@ -110,7 +114,16 @@ func NewServer(ctx context.Context, o ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("new ttrpc server: %w", err)
 	}
 	s := &Server{ttrpc: ts, stop: make(chan struct{}), done: make(chan error, 1)}
-	s.router = NewRouter(o.Dial, o.Bundles, o.Hook, s.Stop)
+	s.router = NewRouter(o.Dial, o.Bundles, o.Hook, func() {
+		// Let the reply to the last Shutdown reach containerd first: ttrpc
+		// may see a connection as idle while its last reply is still being
+		// written. A container that arrives meanwhile keeps the guard.
+		time.Sleep(lastReplyGrace)
+		if s.router.Len() == 0 {
+			log.G(ctx).Info("no container left, guard server stopping")
+			s.Stop()
+		}
+	})
 	taskAPI.RegisterTTRPCTaskService(ts, s.router)
 
 	serveErr := make(chan error, 1)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
@@ -122,7 +123,17 @@ func stopDelegate(ctx context.Context, address, id string) {
 // containerd's shim sockets, from a key the runsc shim never uses, so the
 // two never collide.
 func guardSocketAddress(ctx context.Context, f Flags, group string) (string, error) {
-	return shim.SocketAddress(ctx, f.Address, "runsc-guard/"+group, false)
+	return shim.CreateSocketAddress(ctx, socketDir(), f.Address, "runsc-guard/"+group, false)
+}
+
+// socketDir is where the guard's sockets live: containerd's shim socket
+// directory, or RUNSC_GUARD_SOCKET_DIR (tests; nodes with a non-default
+// containerd state directory).
+func socketDir() string {
+	if d := os.Getenv("RUNSC_GUARD_SOCKET_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(defaults.DefaultStateDir, "s")
 }
 
 // ensureServer returns the address of the guard process serving group,
@@ -148,6 +159,8 @@ func ensureServer(ctx context.Context, f Flags, group, bundle string) (string, e
 			return "", fmt.Errorf("listen %s: %w", addr, err)
 		}
 	}
+	// The server keeps serving the socket after this process closes it.
+	l.SetUnlinkOnClose(false)
 	defer l.Close()
 	if err := spawnServer(ctx, f, group, bundle, l); err != nil {
 		_ = shim.RemoveSocket(addr)
