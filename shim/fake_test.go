@@ -191,4 +191,3 @@ func dialTask(t testing.TB, address string) taskAPI.TTRPCTaskService {
 	t.Cleanup(func() { c.Close() })
 	return taskAPI.NewTTRPCTaskClient(c)
 }
-
