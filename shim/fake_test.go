@@ -33,6 +33,7 @@ type call struct {
 type fakeTask struct {
 	name     string
 	onShut   func()
+	onCreate func(*taskAPI.CreateTaskRequest)
 	mu       sync.Mutex
 	calls    []call
 	creates  int
@@ -74,6 +75,9 @@ func (f *fakeTask) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*t
 	f.mu.Lock()
 	f.creates++
 	f.mu.Unlock()
+	if f.onCreate != nil {
+		f.onCreate(r)
+	}
 	return &taskAPI.CreateTaskResponse{Pid: uint32(os.Getpid())}, nil
 }
 func (f *fakeTask) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {

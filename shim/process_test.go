@@ -16,6 +16,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
@@ -216,6 +217,8 @@ func TestStartServeDelete(t *testing.T) {
 			sb := e.bundle(t, "sb1", map[string]string{annotationContainerType: "sandbox", annotationSandboxID: "sb1"})
 			app := e.bundle(t, "app1", map[string]string{annotationContainerType: "container", annotationSandboxID: "sb1"})
 
+			logs := collectLog(t, sb) // as containerd reads shim logs
+
 			opts := []byte("\x0a\x05hello") // stands for the runtime options Any
 			out, errb, code := e.run(t, sb, opts, e.startArgs("sb1")...)
 			if code != 0 || len(errb) != 0 {
@@ -281,7 +284,33 @@ func TestStartServeDelete(t *testing.T) {
 			if _, err := os.Stat(strings.TrimPrefix(addr, "unix://")); err == nil {
 				t.Errorf("guard socket %s left behind", addr)
 			}
+			got := logs()
+			for _, want := range []string{"runsc shim started behind runsc-guard", "guard server serving", "guard server exited"} {
+				if !strings.Contains(got, want) {
+					t.Errorf("containerd's log fifo lacks %q; got:\n%s", want, got)
+				}
+			}
 		})
+	}
+}
+
+// collectLog opens the bundle's "log" fifo for reading as containerd does
+// before it starts a shim, and returns a func giving what was written.
+func collectLog(t *testing.T, bundle string) func() string {
+	t.Helper()
+	// containerd opens it read-write, so the reader sees no EOF between
+	// the start process and the server.
+	r, err := fifo.OpenFifo(context.Background(), filepath.Join(bundle, "log"), unix.O_RDWR|unix.O_CREAT|unix.O_NONBLOCK, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	done := make(chan struct{})
+	go func() { io.Copy(&buf, r); close(done) }()
+	return func() string {
+		r.Close()
+		<-done
+		return buf.String()
 	}
 }
 

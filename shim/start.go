@@ -198,12 +198,13 @@ func spawnServer(ctx context.Context, f Flags, group, bundle string, l *net.Unix
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start guard server: %w", err)
 	}
-	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+	pid := cmd.Process.Pid
+	if err := shim.AdjustOOMScore(pid); err != nil {
 		log.G(ctx).WithError(err).Debug("adjust guard OOM score")
 	}
 	// The server outlives this process; init reaps it.
 	_ = cmd.Process.Release()
-	log.G(ctx).WithFields(log.Fields{"group": group, "server_pid": cmd.Process.Pid, "bundles": filepath.Dir(bundle)}).Info("guard server started")
+	log.G(ctx).WithFields(log.Fields{"group": group, "server_pid": pid, "bundles": filepath.Dir(bundle)}).Info("guard server started")
 	return nil
 }
 

@@ -1,0 +1,451 @@
+package cgroupfix
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Version is a cgroup hierarchy version.
+type Version int
+
+const (
+	// V1 is the legacy per-controller hierarchy (memory/, cpu,cpuacct/, ...).
+	V1 Version = 1
+	// V2 is the unified hierarchy.
+	V2 Version = 2
+)
+
+// String returns "v1" or "v2".
+func (v Version) String() string {
+	switch v {
+	case V1:
+		return "v1"
+	case V2:
+		return "v2"
+	}
+	return fmt.Sprintf("Version(%d)", int(v))
+}
+
+// DetectVersion reports whether root is a cgroup v2 mount (it has
+// cgroup.controllers) or a cgroup v1 tree (it has a memory/ directory).
+// A hybrid host, v1 controllers with a v2 "unified" mount, is V1: that is
+// where the memory controller lives.
+func DetectVersion(root string) (Version, error) {
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
+		return V2, nil
+	}
+	if st, err := os.Stat(filepath.Join(root, "memory")); err == nil && st.IsDir() {
+		return V1, nil
+	}
+	return 0, fmt.Errorf("detect cgroup version under %s: %w", root, ErrUnknownHierarchy)
+}
+
+// Hierarchy is a cgroup tree mounted at Root (normally /sys/fs/cgroup; a
+// temporary directory in tests).
+type Hierarchy struct {
+	Root    string
+	Version Version
+}
+
+// v1 CPU controller mount names, in the order they are tried. On most
+// hosts "cpu" is a symlink to "cpu,cpuacct".
+var v1CPUMounts = []string{"cpu,cpuacct", "cpu"}
+
+// MemoryDir returns the host directory holding the memory files of the
+// cgroup dir (relative to the cgroupfs root), joined with SecureJoin.
+func (h Hierarchy) MemoryDir(dir string) (string, error) {
+	mem, _, err := h.controllerBases()
+	if err != nil {
+		return "", fmt.Errorf("memory dir of %s: %w", dir, err)
+	}
+	return SecureJoin(mem, dir)
+}
+
+// CPUDir returns the host directory holding the CPU files of the cgroup
+// dir. For v1 it picks the first of cpu,cpuacct/ and cpu/ that exists.
+func (h Hierarchy) CPUDir(dir string) (string, error) {
+	_, cpu, err := h.controllerBases()
+	if err != nil {
+		return "", fmt.Errorf("cpu dir of %s: %w", dir, err)
+	}
+	return SecureJoin(cpu, dir)
+}
+
+// Limits are the memory and CPU limits of one cgroup or one source.
+type Limits struct {
+	// MemoryBytes is the memory limit; 0 means unlimited.
+	MemoryBytes uint64
+	// CPUQuota is the CFS quota in microseconds per CPUPeriod; <= 0 means
+	// unlimited.
+	CPUQuota int64
+	// CPUPeriod is the CFS period in microseconds; 0 means the kernel
+	// default, DefaultCPUPeriod.
+	CPUPeriod uint64
+}
+
+// DefaultCPUPeriod is the kernel's default CFS period in microseconds.
+const DefaultCPUPeriod uint64 = 100000
+
+// MemoryLimited reports whether l carries a memory limit.
+func (l Limits) MemoryLimited() bool { return l.MemoryBytes > 0 }
+
+// CPULimited reports whether l carries a CPU quota.
+func (l Limits) CPULimited() bool { return l.CPUQuota > 0 }
+
+func (l Limits) period() uint64 {
+	if l.CPUPeriod == 0 {
+		return DefaultCPUPeriod
+	}
+	return l.CPUPeriod
+}
+
+// CPUs returns quota/period as a number of CPUs, or 0 when unlimited.
+func (l Limits) CPUs() float64 {
+	if !l.CPULimited() {
+		return 0
+	}
+	return float64(l.CPUQuota) / float64(l.period())
+}
+
+// CPUCount returns ceil(quota/period), the whole CPUs a sandbox needs to
+// use its quota (runsc's --cpu-num when cpu-num-from-quota is on, before
+// its minimum of 2), or 0 when unlimited.
+func (l Limits) CPUCount() int {
+	if !l.CPULimited() {
+		return 0
+	}
+	q, p := uint64(l.CPUQuota), l.period()
+	n := q / p
+	if q%p != 0 {
+		n++
+	}
+	if n > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int(n)
+}
+
+// cpuLess reports whether a's quota/period ratio is strictly lower than
+// b's; an unlimited side is never lower. It compares a.q*b.p < b.q*a.p in
+// 128 bits, so no input overflows.
+func cpuLess(a, b Limits) bool {
+	if !a.CPULimited() {
+		return false
+	}
+	if !b.CPULimited() {
+		return true
+	}
+	ah, al := bits.Mul64(uint64(a.CPUQuota), b.period())
+	bh, bl := bits.Mul64(uint64(b.CPUQuota), a.period())
+	return ah < bh || ah == bh && al < bl
+}
+
+// Source is one place a limit was read from.
+type Source struct {
+	// Kind is "cgroup", "spec" or "annotation".
+	Kind string
+	// Path is the cgroup directory (relative to the root) for "cgroup",
+	// "linux.resources" for "spec", and the annotation prefix for
+	// "annotation".
+	Path string
+	// Limits are the limits found there.
+	Limits Limits
+}
+
+// Source kinds.
+const (
+	KindCgroup     = "cgroup"
+	KindSpec       = "spec"
+	KindAnnotation = "annotation"
+)
+
+// memoryUnlimitedThreshold: values at or above it mean "no limit". cgroup
+// v1 reports an unset memory.limit_in_bytes as LLONG_MAX rounded down to
+// the page size (9223372036854771712 with 4 KiB pages, less with 64 KiB
+// pages); 2^62 bytes (4 EiB) is above any real limit and below every such
+// rounding.
+const memoryUnlimitedThreshold = uint64(1) << 62
+
+// maxLimitFile bounds how much of a limit file is read.
+const maxLimitFile = 4096
+
+// errTooLong is the cause inside a *ParseError for a limit file longer
+// than any valid one.
+var errTooLong = errors.New("value too long")
+
+// readSmall reads a small limit file; anything longer than maxLimitFile is
+// a *ParseError rather than silently truncated into something valid.
+func readSmall(file string, r io.Reader) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxLimitFile+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", file, err)
+	}
+	if len(b) > maxLimitFile {
+		return "", newParseError(file, string(b), errTooLong)
+	}
+	return string(b), nil
+}
+
+// ParseMemoryMax parses a cgroup v2 memory.max or a cgroup v1
+// memory.limit_in_bytes. It returns 0 for unlimited: "max", or a value at
+// or above 2^62 (v1's page-rounded LLONG_MAX). Anything else that is not a
+// single positive decimal integer, including 0, a negative number or one
+// that overflows uint64, is a *ParseError.
+func ParseMemoryMax(r io.Reader) (uint64, error) {
+	const file = "memory.max"
+	raw, err := readSmall(file, r)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(raw)
+	if s == "max" {
+		return 0, nil
+	}
+	v, err := parseUint(file, s)
+	if err != nil {
+		return 0, err
+	}
+	if v == 0 {
+		return 0, newParseError(file, s, ErrZeroLimit)
+	}
+	if v >= memoryUnlimitedThreshold {
+		return 0, nil
+	}
+	return v, nil
+}
+
+func parseUint(file, s string) (uint64, error) {
+	if strings.HasPrefix(s, "-") {
+		return 0, newParseError(file, s, ErrNegative)
+	}
+	if s == "" || s[0] == '+' {
+		return 0, newParseError(file, s, strconv.ErrSyntax)
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		var ne *strconv.NumError
+		if errors.As(err, &ne) {
+			err = ne.Err
+		}
+		return 0, newParseError(file, s, err)
+	}
+	return v, nil
+}
+
+// ParseCPUMax parses a cgroup v2 cpu.max: "max 100000" (quota -1, i.e.
+// unlimited) or "50000 100000". A lone "max" or "<quota>" gets the default
+// period. A zero or negative quota or period is a *ParseError.
+func ParseCPUMax(r io.Reader) (quota int64, period uint64, err error) {
+	const file = "cpu.max"
+	raw, err := readSmall(file, r)
+	if err != nil {
+		return 0, 0, err
+	}
+	s := strings.TrimSpace(raw)
+	f := strings.Fields(s)
+	if len(f) < 1 || len(f) > 2 {
+		return 0, 0, newParseError(file, s, strconv.ErrSyntax)
+	}
+	period = DefaultCPUPeriod
+	if len(f) == 2 {
+		if period, err = parseUint(file, f[1]); err != nil {
+			return 0, 0, err
+		}
+		if period == 0 {
+			return 0, 0, newParseError(file, s, ErrZeroLimit)
+		}
+	}
+	if f[0] == "max" {
+		return -1, period, nil
+	}
+	q, err := parseUint(file, f[0])
+	if err != nil {
+		return 0, 0, err
+	}
+	if q == 0 {
+		return 0, 0, newParseError(file, s, ErrZeroLimit)
+	}
+	if q > math.MaxInt64 {
+		return 0, 0, newParseError(file, s, strconv.ErrRange)
+	}
+	return int64(q), period, nil
+}
+
+// ParseCPUQuotaV1 parses a cgroup v1 cpu.cfs_quota_us: -1 is unlimited
+// (returned as -1), a positive value is the quota, anything else is a
+// *ParseError.
+func ParseCPUQuotaV1(r io.Reader) (int64, error) {
+	const file = "cpu.cfs_quota_us"
+	raw, err := readSmall(file, r)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(raw)
+	if s == "-1" {
+		return -1, nil
+	}
+	q, err := parseUint(file, s)
+	if err != nil {
+		return 0, err
+	}
+	if q == 0 {
+		return 0, newParseError(file, s, ErrZeroLimit)
+	}
+	if q > math.MaxInt64 {
+		return 0, newParseError(file, s, strconv.ErrRange)
+	}
+	return int64(q), nil
+}
+
+// ParseCPUPeriodV1 parses a cgroup v1 cpu.cfs_period_us, a positive
+// integer.
+func ParseCPUPeriodV1(r io.Reader) (uint64, error) {
+	const file = "cpu.cfs_period_us"
+	raw, err := readSmall(file, r)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(raw)
+	p, err := parseUint(file, s)
+	if err != nil {
+		return 0, err
+	}
+	if p == 0 {
+		return 0, newParseError(file, s, ErrZeroLimit)
+	}
+	return p, nil
+}
+
+// parseFile opens dir/name and runs parse on it. A missing file reports
+// found == false and no error; a parse error gets the full path in File.
+func parseFile[T any](dir, name string, parse func(io.Reader) (T, error)) (v T, found bool, err error) {
+	p := filepath.Join(dir, name)
+	f, err := os.OpenFile(p, os.O_RDONLY|oNoFollow, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return v, false, nil
+		}
+		return v, false, fmt.Errorf("read %s: %w", p, err)
+	}
+	defer f.Close()
+	v, err = parse(bufio.NewReaderSize(f, 128))
+	if err != nil {
+		var pe *ParseError
+		if errors.As(err, &pe) {
+			pe.File = p
+			return v, false, pe
+		}
+		return v, false, fmt.Errorf("read %s: %w", p, err)
+	}
+	return v, true, nil
+}
+
+type cpuMax struct {
+	quota  int64
+	period uint64
+}
+
+func parseCPUMaxPair(r io.Reader) (cpuMax, error) {
+	q, p, err := ParseCPUMax(r)
+	return cpuMax{q, p}, err
+}
+
+// ReadLimits reads the limits of one cgroup dir (relative to h.Root).
+// Missing files, and a missing directory, read as unlimited; a file that
+// exists but does not parse is an error.
+func (h Hierarchy) ReadLimits(dir string) (Limits, error) {
+	mdir, err := h.MemoryDir(dir)
+	if err != nil {
+		return Limits{}, err
+	}
+	cdir := mdir
+	if h.Version != V2 {
+		if cdir, err = h.CPUDir(dir); err != nil {
+			return Limits{}, err
+		}
+	}
+	l, _, err := h.readLimitsAt(mdir, cdir)
+	return l, err
+}
+
+// controllerBases returns the directories under which the memory and the
+// CPU files of every cgroup live.
+func (h Hierarchy) controllerBases() (mem, cpu string, err error) {
+	switch h.Version {
+	case V2:
+		return h.Root, h.Root, nil
+	case V1:
+		cpu = filepath.Join(h.Root, v1CPUMounts[0])
+		for _, m := range v1CPUMounts {
+			if _, err := os.Stat(filepath.Join(h.Root, m)); err == nil {
+				cpu = filepath.Join(h.Root, m)
+				break
+			}
+		}
+		return filepath.Join(h.Root, "memory"), cpu, nil
+	}
+	return "", "", fmt.Errorf("%w (version %v)", ErrUnknownHierarchy, h.Version)
+}
+
+// readLimitsAt reads the limits from the host directories holding one
+// cgroup's memory and CPU files (the same directory on v2), and reports
+// whether either directory exists.
+func (h Hierarchy) readLimitsAt(mdir, cdir string) (l Limits, exists bool, err error) {
+	name := "memory.max"
+	if h.Version == V1 {
+		name = "memory.limit_in_bytes"
+	}
+	// Try the file first: when it is there, the directory is too, and the
+	// stat is saved.
+	mem, found, err := parseFile(mdir, name, ParseMemoryMax)
+	if err != nil {
+		return Limits{}, true, err
+	}
+	if found || isDir(mdir) {
+		exists = true
+		l.MemoryBytes = mem
+	}
+	if (h.Version == V2 && exists) || (h.Version == V1 && isDir(cdir)) {
+		exists = true
+		switch h.Version {
+		case V2:
+			c, found, err := parseFile(cdir, "cpu.max", parseCPUMaxPair)
+			if err != nil {
+				return Limits{}, true, err
+			}
+			if found && c.quota > 0 {
+				l.CPUQuota, l.CPUPeriod = c.quota, c.period
+			}
+		case V1:
+			q, found, err := parseFile(cdir, "cpu.cfs_quota_us", ParseCPUQuotaV1)
+			if err != nil {
+				return Limits{}, true, err
+			}
+			if found && q > 0 {
+				p, pfound, err := parseFile(cdir, "cpu.cfs_period_us", ParseCPUPeriodV1)
+				if err != nil {
+					return Limits{}, true, err
+				}
+				if !pfound {
+					p = DefaultCPUPeriod
+				}
+				l.CPUQuota, l.CPUPeriod = q, p
+			}
+		}
+	}
+	return l, exists, nil
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}

@@ -1,0 +1,94 @@
+package cgroupfix
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// MoveToCgroupfs moves pids into the cgroup dir (relative to h.Root; for
+// v1, in the memory hierarchy), for hosts with the cgroupfs driver. It
+// creates dir if needed (its parent, the pod cgroup, must exist: the guard
+// never invents a pod cgroup), lowers its memory limit to memoryMax before
+// any process arrives (memory.max, or v1 memory.limit_in_bytes; never
+// raising a lower limit already there), then writes each pid to
+// cgroup.procs.
+//
+// runsc in cgroupfs mode applies the spec's resources only to a cgroup it
+// created itself (testbed-notes §11), so a leaf created here must carry
+// the limit itself.
+func MoveToCgroupfs(h Hierarchy, dir string, pids []int, memoryMax uint64) error {
+	for _, p := range pids {
+		if p <= 0 {
+			return fmt.Errorf("move to cgroup %s: %w: pid %d", dir, ErrInvalidArgument, p)
+		}
+	}
+	clean := filepath.Clean("/" + dir)
+	if clean == "/" {
+		return fmt.Errorf("move to cgroup %q: %w: refusing the root cgroup", dir, ErrInvalidArgument)
+	}
+	d, err := h.MemoryDir(clean)
+	if err != nil {
+		return fmt.Errorf("move to cgroup %s: %w", dir, err)
+	}
+	if !isDir(filepath.Dir(d)) {
+		return fmt.Errorf("move to cgroup %s: parent %s: %w", dir, filepath.Dir(d), fs.ErrNotExist)
+	}
+	if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create cgroup %s: %w", d, err)
+	}
+	if !isDir(d) {
+		return fmt.Errorf("create cgroup %s: %w: not a directory", d, ErrInvalidArgument)
+	}
+	if memoryMax > 0 {
+		name := "memory.max"
+		if h.Version == V1 {
+			name = "memory.limit_in_bytes"
+		}
+		cur, _, err := parseFile(d, name, ParseMemoryMax)
+		if err != nil {
+			return fmt.Errorf("move to cgroup %s: %w", dir, err)
+		}
+		if cur == 0 || memoryMax < cur {
+			if err := writeFile(filepath.Join(d, name), strconv.FormatUint(memoryMax, 10)); err != nil {
+				return err
+			}
+		}
+	}
+	p := filepath.Join(d, "cgroup.procs")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE|oNoFollow, 0o644)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	for _, pid := range pids {
+		// One pid per write(2): the kernel moves one process per write.
+		if _, err := f.WriteString(strconv.Itoa(pid) + "\n"); err != nil {
+			f.Close()
+			return fmt.Errorf("write pid %d to %s: %w", pid, p, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", p, err)
+	}
+	return nil
+}
+
+// writeFile writes a cgroup control file. O_CREATE only matters on a fake
+// tree; on cgroupfs the kernel refuses to create a file that is not there.
+func writeFile(p, v string) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC|os.O_CREATE|oNoFollow, 0o644)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	if _, err := f.WriteString(v); err != nil {
+		f.Close()
+		return fmt.Errorf("write %q to %s: %w", v, p, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", p, err)
+	}
+	return nil
+}

@@ -1,0 +1,390 @@
+package cgroupfix
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// runsc re-executes itself with these argv[0] values.
+const (
+	argv0Sandbox = "runsc-sandbox"
+	argv0Gofer   = "runsc-gofer"
+)
+
+// maxCmdline bounds how much of a /proc/<pid>/cmdline is read.
+const maxCmdline = 1 << 20
+
+// SandboxFlags are the sizing flags of a runsc-sandbox process.
+type SandboxFlags struct {
+	// TotalMemory is --total-memory: the memory the sandbox believes it
+	// has (MemTotal inside it). 0 when the flag is absent.
+	TotalMemory uint64
+	// TotalHostMemory is --total-host-memory (absent in old runsc: 0).
+	TotalHostMemory uint64
+	// CPUNum is --cpu-num.
+	CPUNum int
+	// Bundle is --bundle.
+	Bundle string
+	// ContainerID is the positional argument after the boot flags.
+	ContainerID string
+}
+
+// sandboxValueFlags are the boot flags whose value we read. Go's flag
+// package accepts --x=v, -x=v, --x v and -x v for them.
+var sandboxValueFlags = map[string]bool{
+	"total-memory":      true,
+	"total-host-memory": true,
+	"cpu-num":           true,
+	"bundle":            true,
+}
+
+// splitCmdline splits a NUL-separated /proc/<pid>/cmdline.
+func splitCmdline(r io.Reader) ([]string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxCmdline))
+	if err != nil {
+		return nil, fmt.Errorf("read cmdline: %w", err)
+	}
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return strings.Split(string(b), "\x00"), nil
+}
+
+// flagName returns the name of a "-x", "--x", "-x=v" or "--x=v" argument,
+// its inline value, and whether it is a flag at all.
+func flagName(arg string) (name, value string, hasValue, ok bool) {
+	if len(arg) < 2 || arg[0] != '-' || arg == "--" {
+		return "", "", false, false
+	}
+	s := arg[1:]
+	if s[0] == '-' {
+		s = s[1:]
+	}
+	if s == "" || s[0] == '-' || s[0] == '=' {
+		return "", "", false, false
+	}
+	name, value, hasValue = strings.Cut(s, "=")
+	return name, value, hasValue, true
+}
+
+// errMissingValue is the cause inside a *ParseError for a valued flag at
+// the end of a command line.
+var errMissingValue = errors.New("flag needs a value")
+
+// parseArgs reads the flags in args that are in valued (later ones win,
+// like Go's flag package) and returns them with the positional arguments.
+// A flag in valued without "=v" takes the next argument as its value;
+// other flags never do, so unknown boolean flags cannot swallow the
+// container id.
+func parseArgs(args []string, valued map[string]bool) (map[string]string, []string, error) {
+	flags := map[string]string{}
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--" {
+			// Like Go's flag package: everything after "--" is positional.
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		name, value, hasValue, ok := flagName(args[i])
+		if !ok {
+			pos = append(pos, args[i])
+			continue
+		}
+		if !valued[name] {
+			continue
+		}
+		if !hasValue {
+			if i+1 >= len(args) {
+				return nil, nil, newParseError("--"+name, "", errMissingValue)
+			}
+			i++
+			value = args[i]
+		}
+		flags[name] = value
+	}
+	return flags, pos, nil
+}
+
+// ParseSandboxCmdline parses the NUL-separated /proc/<pid>/cmdline of a
+// runsc sandbox, "runsc-sandbox <global flags> boot <boot flags> <id>",
+// and returns the sizing flags of its boot subcommand. A command line
+// without "boot" is ErrNotSandbox; a sizing flag with a bad number is a
+// *ParseError.
+//
+// --total-memory is what the guard checks after Create: runsc before
+// release-20231106.0 sets it to host RAM when only the pod slice carries
+// the limit (https://github.com/google/gvisor/issues/9580).
+func ParseSandboxCmdline(r io.Reader) (SandboxFlags, error) {
+	args, err := splitCmdline(r)
+	if err != nil {
+		return SandboxFlags{}, err
+	}
+	boot := slices.Index(args, "boot")
+	if boot < 1 {
+		return SandboxFlags{}, ErrNotSandbox
+	}
+	flags, pos, err := parseArgs(args[boot+1:], sandboxValueFlags)
+	if err != nil {
+		return SandboxFlags{}, fmt.Errorf("parse sandbox cmdline: %w", err)
+	}
+	var sf SandboxFlags
+	if v, ok := flags["total-memory"]; ok {
+		if sf.TotalMemory, err = parseUint("--total-memory", v); err != nil {
+			return SandboxFlags{}, err
+		}
+	}
+	if v, ok := flags["total-host-memory"]; ok {
+		if sf.TotalHostMemory, err = parseUint("--total-host-memory", v); err != nil {
+			return SandboxFlags{}, err
+		}
+	}
+	if v, ok := flags["cpu-num"]; ok {
+		n, err := parseUint("--cpu-num", v)
+		if err != nil {
+			return SandboxFlags{}, err
+		}
+		if n > 1<<20 {
+			return SandboxFlags{}, newParseError("--cpu-num", v, strconv.ErrRange)
+		}
+		sf.CPUNum = int(n)
+	}
+	sf.Bundle = flags["bundle"]
+	// The id is runsc's last argument. Anything else positional (a
+	// value split off a flag we do not know) comes before it.
+	if len(pos) > 0 && pos[len(pos)-1] == args[len(args)-1] {
+		sf.ContainerID = pos[len(pos)-1]
+	}
+	return sf, nil
+}
+
+// ParseProcCgroup parses /proc/<pid>/cgroup. It returns the cgroup v2
+// path (the "0::" line, "" if there is none) and, for cgroup v1, a map
+// from each controller (and "name=..." hierarchy) to its path. Paths may
+// contain ":" (old runsc creates "/system.slice/<slice>:<prefix>:<id>",
+// https://github.com/google/gvisor/issues/10264). A malformed line is a
+// *ParseError.
+func ParseProcCgroup(r io.Reader) (v2Path string, v1 map[string]string, err error) {
+	sc := bufio.NewScanner(io.LimitReader(r, maxCmdline))
+	sc.Buffer(make([]byte, 0, 4096), maxCmdline)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			continue
+		}
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || !strings.HasPrefix(parts[2], "/") {
+			return "", nil, newParseError("cgroup", line, strconv.ErrSyntax)
+		}
+		if _, err := strconv.ParseUint(parts[0], 10, 32); err != nil {
+			return "", nil, newParseError("cgroup", line, strconv.ErrSyntax)
+		}
+		path := parts[2]
+		if parts[0] == "0" && parts[1] == "" {
+			v2Path = path
+			continue
+		}
+		if v1 == nil {
+			v1 = map[string]string{}
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c != "" {
+				v1[c] = path
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", nil, fmt.Errorf("read cgroup: %w", err)
+	}
+	return v2Path, v1, nil
+}
+
+// Proc is a runsc process found under a /proc root.
+type Proc struct {
+	// PID is the process id.
+	PID int
+	// Argv0 is the first element of its command line.
+	Argv0 string
+	// Cgroup is its cgroup: the v2 path, or the v1 memory path when the
+	// host has no v2 line (or an empty one).
+	Cgroup string
+}
+
+// pids lists the numeric entries of procRoot in ascending order.
+func pids(procRoot string) ([]int, error) {
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", procRoot, err)
+	}
+	var out []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n <= 0 {
+			continue
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// readCmdline reads <procRoot>/<pid>/cmdline. Processes that exit while
+// we scan simply vanish; callers skip any error.
+func readCmdline(procRoot string, pid int) ([]string, error) {
+	p := filepath.Join(procRoot, strconv.Itoa(pid), "cmdline")
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return splitCmdline(f)
+}
+
+// ProcCgroup returns the cgroup of pid under procRoot: the v2 path, or
+// the v1 memory controller's path when there is no v2 one.
+func ProcCgroup(procRoot string, pid int) (string, error) {
+	p := filepath.Join(procRoot, strconv.Itoa(pid), "cgroup")
+	f, err := os.Open(p)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	defer f.Close()
+	v2, v1, err := ParseProcCgroup(f)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	// On a hybrid host the "0::" line exists but the memory controller
+	// is v1's, so prefer the v1 memory path whenever there is one.
+	if m, ok := v1["memory"]; ok {
+		return m, nil
+	}
+	return v2, nil
+}
+
+// FindSandbox scans <procRoot>/<pid>/cmdline for the runsc-sandbox process
+// booting containerID and returns its pid and flags. It returns
+// ErrSandboxNotFound if there is none and ErrMultipleSandboxes if more than
+// one claims the id.
+func FindSandbox(procRoot, containerID string) (pid int, flags SandboxFlags, err error) {
+	if containerID == "" {
+		return 0, SandboxFlags{}, fmt.Errorf("find sandbox: %w: empty container id", ErrInvalidArgument)
+	}
+	all, err := pids(procRoot)
+	if err != nil {
+		return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s: %w", containerID, err)
+	}
+	for _, p := range all {
+		args, err := readCmdline(procRoot, p)
+		if err != nil || len(args) == 0 || filepath.Base(args[0]) != argv0Sandbox {
+			continue
+		}
+		sf, err := ParseSandboxCmdline(strings.NewReader(strings.Join(args, "\x00")))
+		if err != nil || sf.ContainerID != containerID {
+			continue
+		}
+		if pid != 0 {
+			return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s: %w: pids %d and %d", containerID, ErrMultipleSandboxes, pid, p)
+		}
+		pid, flags = p, sf
+	}
+	if pid == 0 {
+		return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s under %s: %w", containerID, procRoot, ErrSandboxNotFound)
+	}
+	return pid, flags, nil
+}
+
+var goferValueFlags = map[string]bool{"bundle": true}
+
+// FindGofers returns the runsc-gofer processes whose --bundle is bundle,
+// with their cgroups. Old runsc leaves an app container's gofer in
+// /system.slice/containerd.service even with systemd-cgroup set
+// (testbed-notes §8; https://github.com/google/gvisor/issues/2535).
+func FindGofers(procRoot, bundle string) ([]Proc, error) {
+	if bundle == "" {
+		return nil, fmt.Errorf("find gofers: %w: empty bundle", ErrInvalidArgument)
+	}
+	want := filepath.Clean(bundle)
+	all, err := pids(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("find gofers of %s: %w", bundle, err)
+	}
+	var out []Proc
+	for _, p := range all {
+		args, err := readCmdline(procRoot, p)
+		if err != nil || len(args) == 0 || filepath.Base(args[0]) != argv0Gofer {
+			continue
+		}
+		flags, _, err := parseArgs(args[1:], goferValueFlags)
+		if err != nil || flags["bundle"] == "" || filepath.Clean(flags["bundle"]) != want {
+			continue
+		}
+		cg, err := ProcCgroup(procRoot, p)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // exited while we looked
+			}
+			return nil, fmt.Errorf("find gofers of %s: %w", bundle, err)
+		}
+		out = append(out, Proc{PID: p, Argv0: args[0], Cgroup: cg})
+	}
+	return out, nil
+}
+
+// ProcsInCgroup reads the pids in the cgroup.procs of dir (relative to
+// h.Root; for v1, in the memory hierarchy). Every process there has to be
+// moved together: moving only the sandbox and gofer lets runsc's helper
+// processes, and the workload charged to them, escape (testbed-notes §11).
+func ProcsInCgroup(h Hierarchy, dir string) ([]int, error) {
+	d, err := h.MemoryDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list procs of %s: %w", dir, err)
+	}
+	p := filepath.Join(d, "cgroup.procs")
+	f, err := os.OpenFile(p, os.O_RDONLY|oNoFollow, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	defer f.Close()
+	var out []int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		s := strings.TrimSpace(sc.Text())
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return nil, newParseError(p, s, strconv.ErrSyntax)
+		}
+		out = append(out, n)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return out, nil
+}
+
+// Within reports whether cgroup cg is podCgroup or below it, comparing
+// whole path components: "/a/pod1" contains "/a/pod1/x" but not
+// "/a/pod10". Both are cleaned first, so ".." cannot fake containment. An
+// empty podCgroup contains nothing.
+func Within(podCgroup, cg string) bool {
+	if podCgroup == "" || cg == "" {
+		return false
+	}
+	pod := filepath.Clean("/" + podCgroup)
+	c := filepath.Clean("/" + cg)
+	if pod == "/" {
+		return true
+	}
+	return c == pod || strings.HasPrefix(c, pod+"/")
+}

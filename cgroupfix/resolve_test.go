@@ -1,0 +1,474 @@
+package cgroupfix
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Paths of the fake systemd v2 tree, as kubelet (systemd driver) and
+// systemd lay them out.
+const (
+	kubepods      = "/kubepods.slice"
+	burstable     = kubepods + "/kubepods-burstable.slice"
+	burstablePod  = burstable + "/kubepods-burstable-" + podUID + ".slice"
+	burstableLeaf = burstablePod + "/cri-containerd-" + sandbox + ".scope"
+	guaranteedPod = kubepods + "/kubepods-" + podUID + ".slice"
+	besteffort    = kubepods + "/kubepods-besteffort.slice"
+	besteffortPod = besteffort + "/kubepods-besteffort-" + podUID + ".slice"
+	// misplaced is where runsc without systemd-cgroup, before
+	// release-20260615.0, puts the sandbox (testbed-notes §6, §8).
+	misplaced = "/system.slice/kubepods-burstable-" + podUID + ".slice:cri-containerd:" + sandbox
+)
+
+var (
+	burstablePath  = "kubepods-burstable-" + podUID + ".slice:cri-containerd:" + sandbox
+	guaranteedPath = "kubepods-" + podUID + ".slice:cri-containerd:" + sandbox
+	besteffortPath = "kubepods-besteffort-" + podUID + ".slice:cri-containerd:" + sandbox
+)
+
+// systemdV2Tree is a cgroup v2 host with the systemd driver: the burstable
+// pod slice carries 256 MiB and 100m CPU, everything else says "max"; the
+// misplaced sandbox directory under system.slice exists too, with "max".
+func systemdV2Tree(withLeaf bool) map[string]string {
+	t := merge(
+		map[string]string{"cgroup.controllers": "cpuset cpu io memory pids\n", "cgroup.procs": "1\n"},
+		v2Cgroup(kubepods[1:], "max", "max 100000"),
+		v2Cgroup(burstable[1:], "max", "max 100000"),
+		v2Cgroup(burstablePod[1:], "268435456", "10000 100000"),
+		v2Cgroup(guaranteedPod[1:], "536870912", "200000 100000"),
+		v2Cgroup(besteffort[1:], "max", "max 100000"),
+		v2Cgroup(besteffortPod[1:], "max", "max 100000"),
+		v2Cgroup("system.slice", "max", "max 100000"),
+		v2Cgroup(misplaced[1:], "max", "max 100000"),
+	)
+	if withLeaf {
+		t = merge(t, v2Cgroup(burstableLeaf[1:], "max", "max 100000"))
+	}
+	return t
+}
+
+func memSpec(limit int64) *specs.Spec {
+	return &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}}}
+}
+
+func cgroupSrc(path string, l Limits) Source { return Source{Kind: KindCgroup, Path: path, Limits: l} }
+
+// checkNeverLoosens asserts the invariant Resolve promises: Effective is
+// never above any finite cgroup or spec source.
+func checkNeverLoosens(t *testing.T, res Resolution) {
+	t.Helper()
+	for _, s := range res.Sources {
+		if s.Kind == KindAnnotation {
+			continue
+		}
+		if s.Limits.MemoryLimited() && (!res.Effective.MemoryLimited() || res.Effective.MemoryBytes > s.Limits.MemoryBytes) {
+			t.Errorf("Effective memory %d looser than %s %s: %d", res.Effective.MemoryBytes, s.Kind, s.Path, s.Limits.MemoryBytes)
+		}
+		if cpuLess(s.Limits, res.Effective) {
+			t.Errorf("Effective CPU %+v looser than %s %s: %+v", res.Effective, s.Kind, s.Path, s.Limits)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	podLimits := Limits{MemoryBytes: mib256, CPUQuota: 10000, CPUPeriod: 100000}
+	burstableSources := []Source{
+		cgroupSrc(burstablePod, podLimits),
+		cgroupSrc(burstable, Limits{}),
+		cgroupSrc(kubepods, Limits{}),
+		cgroupSrc("/", Limits{}),
+	}
+	tests := []struct {
+		name    string
+		version Version
+		files   map[string]string
+		in      ResolveInput
+		want    Resolution // Path is not compared
+		// wantWarn are substrings, one per expected warning, in order.
+		wantWarn []string
+	}{
+		{
+			name: "v2 systemd burstable at Create (no leaf yet)", version: V2,
+			files: systemdV2Tree(false),
+			in:    ResolveInput{CgroupsPath: burstablePath},
+			want:  Resolution{PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits},
+		},
+		{
+			name: "v2 systemd burstable with max on the scope", version: V2,
+			files: systemdV2Tree(true),
+			in:    ResolveInput{CgroupsPath: burstablePath},
+			want: Resolution{
+				PodCgroup: burstablePod,
+				Sources:   append([]Source{cgroupSrc(burstableLeaf, Limits{})}, burstableSources...),
+				Effective: podLimits,
+			},
+		},
+		{
+			name: "v2 systemd guaranteed", version: V2,
+			files: systemdV2Tree(false),
+			in:    ResolveInput{CgroupsPath: guaranteedPath},
+			want: Resolution{
+				PodCgroup: guaranteedPod,
+				Sources: []Source{
+					cgroupSrc(guaranteedPod, Limits{MemoryBytes: 536870912, CPUQuota: 200000, CPUPeriod: 100000}),
+					cgroupSrc(kubepods, Limits{}),
+					cgroupSrc("/", Limits{}),
+				},
+				Effective: Limits{MemoryBytes: 536870912, CPUQuota: 200000, CPUPeriod: 100000},
+			},
+		},
+		{
+			name: "v2 systemd besteffort is unlimited", version: V2,
+			files: systemdV2Tree(false),
+			in:    ResolveInput{CgroupsPath: besteffortPath},
+			want: Resolution{
+				PodCgroup: besteffortPod,
+				Sources: []Source{
+					cgroupSrc(besteffortPod, Limits{}),
+					cgroupSrc(besteffort, Limits{}),
+					cgroupSrc(kubepods, Limits{}),
+					cgroupSrc("/", Limits{}),
+				},
+				Effective: Limits{},
+			},
+		},
+		{
+			name: "node allocatable on kubepods.slice lower than the pod", version: V2,
+			files: merge(systemdV2Tree(false), v2Cgroup(kubepods[1:], "209715200", "max 100000")),
+			in:    ResolveInput{CgroupsPath: burstablePath},
+			want: Resolution{
+				PodCgroup: burstablePod,
+				Sources: []Source{
+					cgroupSrc(burstablePod, podLimits),
+					cgroupSrc(burstable, Limits{}),
+					cgroupSrc(kubepods, Limits{MemoryBytes: 209715200}),
+					cgroupSrc("/", Limits{}),
+				},
+				Effective: Limits{MemoryBytes: 209715200, CPUQuota: 10000, CPUPeriod: 100000},
+			},
+		},
+		{
+			name: "spec limit lower than the cgroup wins", version: V2,
+			files: systemdV2Tree(false),
+			in:    ResolveInput{CgroupsPath: burstablePath, Spec: memSpec(134217728)},
+			want: Resolution{
+				PodCgroup: burstablePod,
+				Sources:   append(append([]Source{}, burstableSources...), Source{Kind: KindSpec, Path: "linux.resources", Limits: Limits{MemoryBytes: 134217728}}),
+				Effective: Limits{MemoryBytes: 134217728, CPUQuota: 10000, CPUPeriod: 100000},
+			},
+		},
+		{
+			name: "spec limit higher than the cgroup does not loosen", version: V2,
+			files: systemdV2Tree(false),
+			in:    ResolveInput{CgroupsPath: burstablePath, Spec: memSpec(1 << 30)},
+			want: Resolution{
+				PodCgroup: burstablePod,
+				Sources:   append(append([]Source{}, burstableSources...), Source{Kind: KindSpec, Path: "linux.resources", Limits: Limits{MemoryBytes: 1 << 30}}),
+				Effective: podLimits,
+			},
+		},
+		{
+			name: "spec -1 and empty resources add no source", version: V2,
+			files: systemdV2Tree(false),
+			in:    ResolveInput{CgroupsPath: burstablePath, Spec: memSpec(-1)},
+			want:  Resolution{PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits},
+		},
+		{
+			name: "spec CPU lower than the pod", version: V2,
+			files: systemdV2Tree(false),
+			in: ResolveInput{CgroupsPath: burstablePath, Spec: &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{
+				CPU: &specs.LinuxCPU{Quota: ptr(int64(2500)), Period: ptr(uint64(50000))}}}}},
+			want: Resolution{
+				PodCgroup: burstablePod,
+				Sources:   append(append([]Source{}, burstableSources...), Source{Kind: KindSpec, Path: "linux.resources", Limits: Limits{CPUQuota: 2500, CPUPeriod: 50000}}),
+				Effective: Limits{MemoryBytes: mib256, CPUQuota: 2500, CPUPeriod: 50000},
+			},
+		},
+		{
+			name: "annotation disagreeing with the cgroup is recorded, not used", version: V2,
+			files: systemdV2Tree(false),
+			in: ResolveInput{CgroupsPath: burstablePath, UseAnnotation: true, Annotations: map[string]string{
+				AnnotationSandboxMemory:    "209715200",
+				AnnotationSandboxCPUQuota:  "20000",
+				AnnotationSandboxCPUPeriod: "100000",
+			}},
+			want: Resolution{
+				PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits,
+				Annotation: &Limits{MemoryBytes: 209715200, CPUQuota: 20000, CPUPeriod: 100000},
+			},
+			wantWarn: []string{
+				AnnotationSandboxMemory + "=209715200 disagrees with the cgroup memory limit 268435456 of " + burstablePod,
+				AnnotationSandboxCPUQuota + "=20000",
+			},
+		},
+		{
+			name: "annotation agreeing gives no warning", version: V2,
+			files: systemdV2Tree(false),
+			in: ResolveInput{CgroupsPath: burstablePath, Annotations: map[string]string{
+				AnnotationSandboxMemory:    "268435456",
+				AnnotationSandboxCPUQuota:  "5000",
+				AnnotationSandboxCPUPeriod: "50000",
+			}},
+			want: Resolution{
+				PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits,
+				Annotation: &Limits{MemoryBytes: mib256, CPUQuota: 5000, CPUPeriod: 50000},
+			},
+		},
+		{
+			name: "besteffort pod with annotation, not opted in", version: V2,
+			files: systemdV2Tree(false),
+			in:    ResolveInput{CgroupsPath: besteffortPath, Annotations: map[string]string{AnnotationSandboxMemory: "268435456"}},
+			want: Resolution{
+				PodCgroup: besteffortPod,
+				Sources: []Source{
+					cgroupSrc(besteffortPod, Limits{}), cgroupSrc(besteffort, Limits{}),
+					cgroupSrc(kubepods, Limits{}), cgroupSrc("/", Limits{}),
+				},
+				Effective:  Limits{},
+				Annotation: &Limits{MemoryBytes: mib256},
+			},
+			wantWarn: []string{"no cgroup on " + besteffortPod + "/cri-containerd-" + sandbox + ".scope limits memory"},
+		},
+		{
+			name: "cgroupsPerQOS=false: annotation used when opted in", version: V2,
+			files: map[string]string{"cgroup.controllers": "", "ctr/": ""},
+			in: ResolveInput{CgroupsPath: "/ctr/" + sandbox, UseAnnotation: true, Spec: memSpec(1 << 30), Annotations: map[string]string{
+				AnnotationSandboxMemory:    "268435456",
+				AnnotationSandboxCPUQuota:  "50000",
+				AnnotationSandboxCPUPeriod: "100000",
+			}},
+			want: Resolution{
+				PodCgroup: "/ctr",
+				Sources: []Source{
+					cgroupSrc("/ctr", Limits{}), cgroupSrc("/", Limits{}),
+					{Kind: KindSpec, Path: "linux.resources", Limits: Limits{MemoryBytes: 1 << 30}},
+					{Kind: KindAnnotation, Path: annotationSourcePath, Limits: Limits{MemoryBytes: mib256, CPUQuota: 50000, CPUPeriod: 100000}},
+				},
+				Effective:  Limits{MemoryBytes: mib256, CPUQuota: 50000, CPUPeriod: 100000},
+				Annotation: &Limits{MemoryBytes: mib256, CPUQuota: 50000, CPUPeriod: 100000},
+			},
+		},
+		{
+			name: "annotation never loosens the spec", version: V2,
+			files: map[string]string{"cgroup.controllers": ""},
+			in: ResolveInput{CgroupsPath: "/ctr/" + sandbox, UseAnnotation: true, Spec: memSpec(1 << 20),
+				Annotations: map[string]string{AnnotationSandboxMemory: "268435456"}},
+			want: Resolution{
+				PodCgroup: "/ctr",
+				Sources: []Source{
+					cgroupSrc("/", Limits{}),
+					{Kind: KindSpec, Path: "linux.resources", Limits: Limits{MemoryBytes: 1 << 20}},
+					{Kind: KindAnnotation, Path: annotationSourcePath, Limits: Limits{MemoryBytes: mib256}},
+				},
+				Effective:  Limits{MemoryBytes: 1 << 20},
+				Annotation: &Limits{MemoryBytes: mib256},
+			},
+		},
+		{
+			name: "junk annotations are warnings, never errors", version: V2,
+			files: systemdV2Tree(false),
+			in: ResolveInput{CgroupsPath: burstablePath, UseAnnotation: true, Annotations: map[string]string{
+				AnnotationSandboxMemory:    "256Mi",
+				AnnotationSandboxCPUQuota:  "lots",
+				AnnotationSandboxCPUPeriod: "-100000",
+			}},
+			want: Resolution{PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits},
+			wantWarn: []string{
+				AnnotationSandboxMemory + `="256Mi" ignored`,
+				AnnotationSandboxCPUQuota + `="lots" ignored`,
+				AnnotationSandboxCPUPeriod + `="-100000" ignored`,
+			},
+		},
+		{
+			name: "negative and huge memory annotations", version: V2,
+			files: map[string]string{"cgroup.controllers": ""},
+			in: ResolveInput{CgroupsPath: "/a/b", UseAnnotation: true, Annotations: map[string]string{
+				AnnotationSandboxMemory: "-5", AnnotationSandboxCPUQuota: "-1",
+			}},
+			want:     Resolution{PodCgroup: "/a", Sources: []Source{cgroupSrc("/", Limits{})}},
+			wantWarn: []string{AnnotationSandboxMemory + `="-5" ignored: negative`},
+		},
+		{
+			name: "v2 cgroupfs burstable", version: V2,
+			files: merge(
+				map[string]string{"cgroup.controllers": ""},
+				v2Cgroup("kubepods", "max", "max 100000"),
+				v2Cgroup("kubepods/burstable", "max", "max 100000"),
+				v2Cgroup("kubepods/burstable/"+podUIDfs, "268435456", "10000 100000"),
+			),
+			in: ResolveInput{CgroupsPath: "/kubepods/burstable/" + podUIDfs + "/" + sandbox},
+			want: Resolution{
+				PodCgroup: "/kubepods/burstable/" + podUIDfs,
+				Sources: []Source{
+					cgroupSrc("/kubepods/burstable/"+podUIDfs, podLimits),
+					cgroupSrc("/kubepods/burstable", Limits{}),
+					cgroupSrc("/kubepods", Limits{}),
+					cgroupSrc("/", Limits{}),
+				},
+				Effective: podLimits,
+			},
+		},
+		{
+			name: "v1 cgroupfs burstable", version: V1,
+			files: map[string]string{
+				"memory/memory.limit_in_bytes":                                      v1Unlimited + "\n",
+				"memory/kubepods/memory.limit_in_bytes":                             v1Unlimited + "\n",
+				"memory/kubepods/burstable/memory.limit_in_bytes":                   v1Unlimited + "\n",
+				"memory/kubepods/burstable/" + podUIDfs + "/memory.limit_in_bytes":  "268435456\n",
+				"cpu,cpuacct/cpu.cfs_quota_us":                                      "-1\n",
+				"cpu,cpuacct/kubepods/cpu.cfs_quota_us":                             "-1\n",
+				"cpu,cpuacct/kubepods/burstable/" + podUIDfs + "/cpu.cfs_quota_us":  "10000\n",
+				"cpu,cpuacct/kubepods/burstable/" + podUIDfs + "/cpu.cfs_period_us": "100000\n",
+			},
+			in: ResolveInput{CgroupsPath: "/kubepods/burstable/" + podUIDfs + "/" + sandbox},
+			want: Resolution{
+				PodCgroup: "/kubepods/burstable/" + podUIDfs,
+				Sources: []Source{
+					cgroupSrc("/kubepods/burstable/"+podUIDfs, podLimits),
+					cgroupSrc("/kubepods/burstable", Limits{}),
+					cgroupSrc("/kubepods", Limits{}),
+					cgroupSrc("/", Limits{}),
+				},
+				Effective: podLimits,
+			},
+		},
+		{
+			name: "v1 systemd burstable", version: V1,
+			files: map[string]string{
+				"memory" + burstablePod + "/memory.limit_in_bytes":  "268435456\n",
+				"memory" + burstable + "/memory.limit_in_bytes":     v1Unlimited + "\n",
+				"cpu,cpuacct" + burstablePod + "/cpu.cfs_quota_us":  "-1\n",
+				"cpu,cpuacct" + burstablePod + "/cpu.cfs_period_us": "100000\n",
+			},
+			in: ResolveInput{CgroupsPath: burstablePath},
+			want: Resolution{
+				PodCgroup: burstablePod,
+				Sources: []Source{
+					cgroupSrc(burstablePod, Limits{MemoryBytes: mib256}),
+					cgroupSrc(burstable, Limits{}),
+					cgroupSrc(kubepods, Limits{}),
+					cgroupSrc("/", Limits{}),
+				},
+				Effective: Limits{MemoryBytes: mib256},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTree(t, root, tt.files)
+			h := Hierarchy{Root: root, Version: tt.version}
+			got, err := Resolve(h, tt.in)
+			if err != nil {
+				t.Fatalf("Resolve(%q) error = %v", tt.in.CgroupsPath, err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmp.FilterPath(func(p cmp.Path) bool {
+				s := p.String()
+				return s == "Path" || s == "Warnings"
+			}, cmp.Ignore())); diff != "" {
+				t.Errorf("Resolve(%q) mismatch (-want +got):\n%s", tt.in.CgroupsPath, diff)
+			}
+			if len(got.Warnings) != len(tt.wantWarn) {
+				t.Fatalf("Resolve(%q).Warnings = %q, want %d matching %q", tt.in.CgroupsPath, got.Warnings, len(tt.wantWarn), tt.wantWarn)
+			}
+			for _, w := range tt.wantWarn {
+				found := false
+				for _, g := range got.Warnings {
+					found = found || strings.Contains(g, w)
+				}
+				if !found {
+					t.Errorf("Resolve(%q).Warnings = %q, want one containing %q", tt.in.CgroupsPath, got.Warnings, w)
+				}
+			}
+			for _, s := range got.Sources {
+				if strings.HasPrefix(s.Path, "/system.slice") {
+					t.Errorf("Resolve(%q) read %s, which is not on the pod's path", tt.in.CgroupsPath, s.Path)
+				}
+			}
+			checkNeverLoosens(t, got)
+		})
+	}
+}
+
+// TestResolveMisplacedSandbox reproduces the seed: the sandbox of a
+// burstable pod sits in system.slice/<slice>:cri-containerd:<id>. Reading
+// that cgroup (what old runsc does) sees no limit; Resolve, which reads
+// the path kubelet meant, sees the pod's.
+func TestResolveMisplacedSandbox(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, systemdV2Tree(false))
+	h := Hierarchy{Root: root, Version: V2}
+
+	wrong, err := h.ReadLimits(misplaced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrong.MemoryLimited() {
+		t.Fatalf("fake tree: misplaced cgroup %s has limit %d, want max", misplaced, wrong.MemoryBytes)
+	}
+	res, err := Resolve(h, ResolveInput{CgroupsPath: burstablePath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Effective.MemoryBytes != mib256 {
+		t.Errorf("Resolve(%q).Effective.MemoryBytes = %d, want %d", burstablePath, res.Effective.MemoryBytes, mib256)
+	}
+	if Within(res.PodCgroup, misplaced) {
+		t.Errorf("Within(%q, %q) = true, want false", res.PodCgroup, misplaced)
+	}
+	if !Within(res.PodCgroup, res.Path.Dir) {
+		t.Errorf("Within(%q, %q) = false, want true", res.PodCgroup, res.Path.Dir)
+	}
+}
+
+func TestResolveErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		path  string
+		err   error
+	}{
+		{"empty path", systemdV2Tree(false), "", ErrEmptyPath},
+		{"dotdot", systemdV2Tree(false), "/kubepods/../../../etc", ErrPathEscape},
+		{"malformed slice", systemdV2Tree(false), "kubepods--burstable.slice:cri-containerd:x", ErrInvalidSlice},
+		{"garbage on the pod slice", merge(systemdV2Tree(false), v2Cgroup(burstablePod[1:], "lots", "max 100000")), burstablePath, strconv.ErrSyntax},
+		{"negative on an ancestor", merge(systemdV2Tree(false), v2Cgroup(kubepods[1:], "-1", "max 100000")), burstablePath, ErrNegative},
+		{"overflow on the leaf", merge(systemdV2Tree(true), v2Cgroup(burstableLeaf[1:], "99999999999999999999", "max 100000")), burstablePath, strconv.ErrRange},
+		{"garbage cpu", merge(systemdV2Tree(false), v2Cgroup(burstablePod[1:], "max", "1 2 3")), burstablePath, strconv.ErrSyntax},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTree(t, root, tt.files)
+			got, err := Resolve(Hierarchy{Root: root, Version: V2}, ResolveInput{CgroupsPath: tt.path})
+			if !errors.Is(err, tt.err) {
+				t.Errorf("Resolve(%q) = %+v, %v, want error %v", tt.path, got.Effective, err, tt.err)
+			}
+		})
+	}
+
+	t.Run("symlink out of the root on the path", func(t *testing.T) {
+		base := t.TempDir()
+		root := filepath.Join(base, "root")
+		writeTree(t, base, merge(
+			map[string]string{"root/cgroup.controllers": ""},
+			v2Cgroup("outside/kubepods-burstable.slice", "max", "max 100000"),
+		))
+		// kubepods.slice -> ../outside: the pod slice's parents would be
+		// read from outside the root.
+		if err := os.Symlink(filepath.Join(base, "outside"), filepath.Join(root, "kubepods.slice")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Resolve(Hierarchy{Root: root, Version: V2}, ResolveInput{CgroupsPath: burstablePath})
+		if !errors.Is(err, ErrPathEscape) {
+			t.Errorf("Resolve(%q) = %+v, %v, want error %v", burstablePath, got, err, ErrPathEscape)
+		}
+	})
+}

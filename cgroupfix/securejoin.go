@@ -1,0 +1,104 @@
+package cgroupfix
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// SecureJoin joins rel under root as filepath.Join(root,
+// filepath.Clean("/"+rel)), so ".." cannot climb above root lexically, and
+// then resolves symlinks in the longest prefix that exists. It returns the
+// resolved path (with the not-yet-existing tail appended), or an error
+// wrapping ErrPathEscape if the resolved path leaves root or if an existing
+// component is a symlink that cannot be resolved (a dangling link could be
+// followed outside root by a later mkdir or create).
+//
+// Only symlinks that exist at call time are checked; cgroupfs has none, and
+// the roots passed here are owned by root, so there is no one to race.
+func SecureJoin(root, rel string) (string, error) {
+	p, _, err := secureJoin(root, rel)
+	return p, err
+}
+
+// secureJoin is SecureJoin that also returns root with its symlinks
+// resolved.
+func secureJoin(root, rel string) (resolved, realRoot string, err error) {
+	if strings.IndexByte(rel, 0) >= 0 || strings.IndexByte(root, 0) >= 0 {
+		return "", "", fmt.Errorf("%w: NUL byte in %q", ErrInvalidPath, rel)
+	}
+	cleanRoot := filepath.Clean(root)
+	realRoot, err = filepath.EvalSymlinks(cleanRoot)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", "", fmt.Errorf("resolve root %s: %w", root, err)
+		}
+		realRoot = cleanRoot
+	}
+	joined := filepath.Join(cleanRoot, filepath.Clean("/"+rel))
+
+	// Walk up from joined to the longest prefix that resolves.
+	cur, tail := joined, ""
+	for {
+		r, err := filepath.EvalSymlinks(cur)
+		if err == nil {
+			if !Within(realRoot, r) {
+				return "", "", fmt.Errorf("%w: %s resolves to %s, outside %s", ErrPathEscape, joined, r, realRoot)
+			}
+			return filepath.Join(r, tail), realRoot, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", "", fmt.Errorf("resolve %s: %w", cur, err)
+		}
+		if _, lerr := os.Lstat(cur); lerr == nil {
+			// cur exists but does not resolve: a dangling symlink
+			// (or one through a dangling link). Refuse it.
+			return "", "", fmt.Errorf("%w: %s is a symlink that does not resolve", ErrPathEscape, cur)
+		}
+		if cur == cleanRoot || len(cur) <= len(cleanRoot) {
+			// Root itself does not exist: nothing to resolve.
+			return joined, realRoot, nil
+		}
+		tail = filepath.Join(filepath.Base(cur), tail)
+		cur = filepath.Dir(cur)
+	}
+}
+
+// secureChain returns the host paths of dir and of each of its ancestors
+// up to "/" (leaf first) under root, each as SecureJoin would return it.
+// When the leaf resolves with no symlink below root, no ancestor has one
+// either, so the ancestors are derived lexically instead of resolved one by
+// one.
+func secureChain(root, dir string) ([]string, error) {
+	dir = filepath.Clean("/" + dir)
+	leaf, realRoot, err := secureJoin(root, dir)
+	if err != nil {
+		return nil, err
+	}
+	n := strings.Count(dir, "/") + 1
+	if dir == "/" {
+		n = 1
+	}
+	out := make([]string, 0, n)
+	if leaf == filepath.Join(realRoot, dir) {
+		for d := dir; ; d = filepath.Dir(d) {
+			out = append(out, filepath.Join(realRoot, d))
+			if d == "/" {
+				return out, nil
+			}
+		}
+	}
+	out = append(out, leaf)
+	for d := dir; d != "/"; {
+		d = filepath.Dir(d)
+		p, err := SecureJoin(root, d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -1,0 +1,160 @@
+package cgroupfix
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// Systemd is the part of systemd's D-Bus API the guard uses.
+// *github.com/coreos/go-systemd/v22/dbus.Conn satisfies it.
+type Systemd interface {
+	StartTransientUnitContext(ctx context.Context, name, mode string, properties []dbus.Property, ch chan<- string) (int, error)
+	ResetFailedUnitContext(ctx context.Context, name string) error
+}
+
+var _ Systemd = (*dbus.Conn)(nil)
+
+// scopeNamePrefix starts every unit the guard creates.
+const scopeNamePrefix = "runsc-guard-"
+
+// DefaultScopeTimeout bounds MoveToScope's wait for the job result when
+// the caller's context has no deadline.
+const DefaultScopeTimeout = 30 * time.Second
+
+// ScopeName returns the transient scope unit the guard moves a sandbox
+// into, "runsc-guard-<containerID>.scope". A container id that is not made
+// of characters systemd allows, or that would make the name too long, is
+// replaced by a shortened, sanitised form plus a hash of the original,
+// so the name stays valid and distinct ids stay distinct.
+func ScopeName(containerID string) string {
+	const maxID = maxUnitName - len(scopeNamePrefix) - len(scopeSuffix)
+	clean := true
+	for i := 0; i < len(containerID); i++ {
+		// '\\' is legal in unit names but only as an escape; keep it out.
+		if !unitChar(containerID[i]) || containerID[i] == '\\' {
+			clean = false
+			break
+		}
+	}
+	if clean && containerID != "" && len(containerID) <= maxID {
+		return scopeNamePrefix + containerID + scopeSuffix
+	}
+	sum := sha256.Sum256([]byte(containerID))
+	h := hex.EncodeToString(sum[:8])
+	var b strings.Builder
+	for i := 0; i < len(containerID) && b.Len() < maxID-len(h)-1; i++ {
+		c := containerID[i]
+		if !unitChar(c) || c == '\\' {
+			c = '_'
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('-')
+	b.WriteString(h)
+	return scopeNamePrefix + b.String() + scopeSuffix
+}
+
+// ScopeProperties builds the properties of the transient scope: its
+// parent Slice (a slice unit name such as
+// "kubepods-burstable-pod<uid>.slice"), the PIDs to move in, Delegate=true
+// (runsc manages the cgroup below, as it asks for its own scopes), a
+// MemoryMax when memoryMax > 0, and a Description. Non-positive pids are
+// dropped.
+func ScopeProperties(slice string, pids []int, memoryMax uint64) []dbus.Property {
+	up := make([]uint32, 0, len(pids))
+	for _, p := range pids {
+		if p > 0 && p <= int(^uint32(0)>>1) {
+			up = append(up, uint32(p))
+		}
+	}
+	props := []dbus.Property{
+		dbus.PropDescription("runsc-guard: gVisor sandbox processes moved into their pod's slice"),
+		dbus.PropSlice(slice),
+		dbus.PropPids(up...),
+		{Name: "Delegate", Value: godbus.MakeVariant(true)},
+	}
+	if memoryMax > 0 {
+		props = append(props,
+			dbus.Property{Name: "MemoryAccounting", Value: godbus.MakeVariant(true)},
+			dbus.Property{Name: "MemoryMax", Value: godbus.MakeVariant(memoryMax)},
+		)
+	}
+	return props
+}
+
+// dbusNoSuchUnit is the D-Bus error systemd returns from ResetFailedUnit
+// for a unit it does not know: the normal case for a first move.
+const dbusNoSuchUnit = "org.freedesktop.systemd1.NoSuchUnit"
+
+// MoveToScope moves pids into a new transient scope unit under slice with
+// the pod's memory limit, and waits for systemd to report the job done.
+//
+// It first resets a failed unit of the same name: an OOM-killed transient
+// scope stays in state "failed" and blocks a new one with its name
+// (testbed-notes §11). The start uses mode "fail", so an existing active
+// unit is an error rather than replaced. Without a deadline on ctx it waits
+// at most DefaultScopeTimeout.
+//
+// A move is a fallback: it cannot change the --total-memory runsc already
+// booted with, and charges made before it stay behind (cgroup v2 does not
+// migrate them). Move every pid of the sandbox's cgroup, after the
+// sandbox's Create and before its Start.
+func MoveToScope(ctx context.Context, conn Systemd, unit, slice string, pids []int, memoryMax uint64) error {
+	if !strings.HasSuffix(unit, scopeSuffix) {
+		return fmt.Errorf("move to scope: %w: unit %q is not a .scope", ErrInvalidArgument, unit)
+	}
+	if err := validUnitName(unit); err != nil {
+		return fmt.Errorf("move to scope: %w: %v", ErrInvalidArgument, err)
+	}
+	if _, err := ExpandSlice(slice); err != nil {
+		return fmt.Errorf("move to scope %s: %w", unit, err)
+	}
+	if len(pids) == 0 {
+		return fmt.Errorf("move to scope %s: %w: no pids", unit, ErrInvalidArgument)
+	}
+	for _, p := range pids {
+		if p <= 0 || p > int(^uint32(0)>>1) {
+			return fmt.Errorf("move to scope %s: %w: pid %d", unit, ErrInvalidArgument, p)
+		}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultScopeTimeout)
+		defer cancel()
+	}
+
+	resetErr := conn.ResetFailedUnitContext(ctx, unit)
+	var de godbus.Error
+	if resetErr != nil && (errors.As(resetErr, &de) && de.Name == dbusNoSuchUnit) {
+		resetErr = nil
+	}
+
+	// Buffered: go-systemd delivers the job result while holding its job
+	// listener lock, so an unread unbuffered channel (we gave up on a
+	// timeout) would block its signal loop for good.
+	ch := make(chan string, 1)
+	props := ScopeProperties(slice, pids, memoryMax)
+	if _, err := conn.StartTransientUnitContext(ctx, unit, "fail", props, ch); err != nil {
+		if resetErr != nil {
+			return fmt.Errorf("start transient unit %s in %s (pids %v): %w (reset-failed before it: %v)", unit, slice, pids, err, resetErr)
+		}
+		return fmt.Errorf("start transient unit %s in %s (pids %v): %w", unit, slice, pids, err)
+	}
+	select {
+	case result := <-ch:
+		if result != "done" {
+			return fmt.Errorf("start transient unit %s in %s (pids %v): %w: job result %q", unit, slice, pids, ErrScopeJobFailed, result)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("start transient unit %s in %s (pids %v): %w: %w", unit, slice, pids, ErrScopeTimeout, ctx.Err())
+	}
+}

@@ -1,0 +1,379 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/runsc-guard/runsc-guard/cgroupfix"
+)
+
+const (
+	podSlice    = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podU1.slice"
+	sandboxID   = "sb0123456789"
+	limit256    = 268435456
+	nodeRAM     = 4103290880
+	sandboxPID  = 4001
+	goferPID    = 4002
+	helperPID   = 4003
+	shimPID     = 3000 // containerd.service neighbour that must never move
+	systemdPath = "kubepods-burstable-podU1.slice:cri-containerd:" + sandboxID
+)
+
+// fakeHost is a cgroupfs tree, a /proc tree and systemd, in a temp dir.
+type fakeHost struct {
+	t          *testing.T
+	cgroups    string
+	proc       string
+	mu         sync.Mutex
+	units      []string
+	props      map[string][]dbus.Property
+	failMove   bool
+	moveIgnore bool
+}
+
+func newFakeHost(t *testing.T, podMax string) *fakeHost {
+	h := &fakeHost{t: t, cgroups: t.TempDir(), proc: t.TempDir(), props: map[string][]dbus.Property{}}
+	h.write(h.cgroups, "cgroup.controllers", "cpuset cpu io memory pids\n")
+	for _, d := range []string{"/kubepods.slice", "/kubepods.slice/kubepods-burstable.slice", "/system.slice"} {
+		h.write(h.cgroups, d+"/memory.max", "max\n")
+	}
+	h.write(h.cgroups, podSlice+"/memory.max", podMax+"\n")
+	return h
+}
+
+func (h *fakeHost) write(root, p, content string) {
+	h.t.Helper()
+	full := filepath.Join(root, p)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// proc makes a process with a command line and a cgroup.
+func (h *fakeHost) procAt(pid int, cg string, argv ...string) {
+	h.write(h.proc, fmt.Sprintf("%d/cmdline", pid), strings.Join(argv, "\x00")+"\x00")
+	h.write(h.proc, fmt.Sprintf("%d/cgroup", pid), "0::"+cg+"\n")
+}
+
+// runsc plays what runsc does at create: a sandbox booted with
+// totalMemory, its gofer and a helper process, all in cg.
+func (h *fakeHost) runsc(bundle, cg string, totalMemory uint64) {
+	h.procAt(sandboxPID, cg, "runsc-sandbox", "--root=/run/containerd/runsc/k8s.io", "boot",
+		"--bundle="+bundle, fmt.Sprintf("--cpu-num=%d", 96), fmt.Sprintf("--total-memory=%d", totalMemory), sandboxID)
+	h.procAt(goferPID, cg, "runsc-gofer", "--root=/run/containerd/runsc/k8s.io", "gofer", "--bundle", bundle, "--spec-fd=3")
+	h.procAt(helperPID, cg, "exe")
+	h.procAt(shimPID, "/system.slice/containerd.service", "containerd-shim-runsc-v1")
+	h.write(h.cgroups, cg+"/cgroup.procs", fmt.Sprintf("%d\n%d\n%d\n", sandboxPID, goferPID, helperPID))
+}
+
+// StartTransientUnitContext moves the pids, as systemd would.
+func (h *fakeHost) StartTransientUnitContext(_ context.Context, name, mode string, props []dbus.Property, ch chan<- string) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.units = append(h.units, name)
+	h.props[name] = props
+	if h.failMove {
+		return 0, errors.New("org.freedesktop.systemd1.UnitExists: unit exists")
+	}
+	var slice string
+	var pids []uint32
+	for _, p := range props {
+		switch p.Name {
+		case "Slice":
+			slice = p.Value.Value().(string)
+		case "PIDs":
+			pids = p.Value.Value().([]uint32)
+		}
+	}
+	if !h.moveIgnore {
+		exp, _ := cgroupfix.ExpandSlice(slice)
+		for _, pid := range pids {
+			h.write(h.proc, fmt.Sprintf("%d/cgroup", pid), "0::"+exp+"/"+name+"\n")
+		}
+	}
+	ch <- "done"
+	return 1, nil
+}
+
+func (h *fakeHost) ResetFailedUnitContext(context.Context, string) error {
+	return godbus.Error{Name: "org.freedesktop.systemd1.NoSuchUnit"}
+}
+
+// fixFor returns a SandboxFix wired to the fake host; runsc knows flags
+// unless told otherwise.
+func (h *fakeHost) fixFor(policy Policy, knows bool) *SandboxFix {
+	return &SandboxFix{
+		Config:    Config{Policy: policy, CgroupRoot: h.cgroups, ProcRoot: h.proc},
+		Systemd:   func(context.Context) (cgroupfix.Systemd, func(), error) { return h, func() {}, nil },
+		KnowsFlag: func(context.Context, string, string) bool { return knows },
+		Now:       func() time.Time { return time.Unix(0, 0) },
+	}
+}
+
+// sandboxBundle writes a CRI sandbox bundle with the given cgroupsPath and
+// spec memory limit (0: none) into the test bed's bundles dir.
+func sandboxBundle(t *testing.T, tb *testBed, id, cgroupsPath string, specLimit int64) string {
+	t.Helper()
+	b := filepath.Join(tb.bundles, id)
+	linux := map[string]any{"cgroupsPath": cgroupsPath, "uidMappings": []any{map[string]any{"containerID": 0, "hostID": 4294967294, "size": 1}}}
+	if specLimit > 0 {
+		linux["resources"] = map[string]any{"memory": map[string]any{"limit": specLimit}}
+	}
+	spec := map[string]any{
+		"ociVersion": "1.0.2",
+		"process":    map[string]any{"args": []string{"/pause"}, "futureField": "kept"},
+		"annotations": map[string]string{
+			annotationContainerType: containerTypeSandbox, annotationSandboxID: id,
+			annotationSandboxName: "eater", annotationSandboxNamespace: "default", annotationSandboxUID: "U1",
+			"io.kubernetes.cri.sandbox-memory": "268435456",
+		},
+		"linux": linux,
+	}
+	b2, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(b, "config.json"), b2, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// optionsAny is CRI's runtime options naming a runsc options file.
+func optionsAny(t *testing.T, dir, body string) (*anypb.Any, string) {
+	t.Helper()
+	p := filepath.Join(dir, "runsc.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := proto.Marshal(&runtimeoptions.Options{TypeUrl: "io.containerd.runsc.v1.options", ConfigPath: p})
+	return &anypb.Any{TypeUrl: "runtimeoptions.v1.Options", Value: v}, p
+}
+
+func readRecord(t *testing.T, bundle string) cgroupfix.Record {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(bundle, cgroupfix.RecordFile))
+	if err != nil {
+		t.Fatalf("decision record: %v", err)
+	}
+	var r cgroupfix.Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// setup is one sandbox Create through the guard against a fake delegate
+// whose Create plays runsc placing the sandbox in cg.
+func setup(t *testing.T, h *fakeHost, fix *SandboxFix, specLimit int64, cg string, total uint64) (*testBed, string) {
+	tb := newTestBed(t, map[string]string{sandboxID: "d1"}, fix)
+	b := sandboxBundle(t, tb, sandboxID, systemdPath, specLimit)
+	tb.fakes["d1"].onCreate = func(*taskAPI.CreateTaskRequest) { h.runsc(b, cg, total) }
+	return tb, b
+}
+
+const misplaced = "/system.slice/" + systemdPath
+
+func TestSandboxFixOldRunscMisplaced(t *testing.T) {
+	h := newFakeHost(t, "268435456")
+	tb, b := setup(t, h, h.fixFor(PolicyEnforce, true), 0, misplaced, nodeRAM)
+	opts, _ := optionsAny(t, tb.dir, "binary_name = \"/usr/bin/runsc\"\n[runsc_config]\n  network = \"none\"\n")
+
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b, Options: opts}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+
+	// runsc got the pod limit in the spec, other fields intact.
+	spec, err := readSpec(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := specMemory(spec); got != limit256 {
+		t.Errorf("config.json memory limit = %d, want %d", got, limit256)
+	}
+	raw, _ := os.ReadFile(filepath.Join(b, "config.json"))
+	for _, keep := range []string{`"futureField":"kept"`, `"hostID":4294967294`} {
+		if !strings.Contains(string(raw), keep) {
+			t.Errorf("config.json lost %s: %s", keep, raw)
+		}
+	}
+	// runsc got options with systemd-cgroup, the rest kept.
+	got := tb.fakes["d1"].last().req.(*taskAPI.CreateTaskRequest)
+	var o runtimeoptions.Options
+	if err := proto.Unmarshal(got.Options.Value, &o); err != nil || got.Options.TypeUrl != "runtimeoptions.v1.Options" {
+		t.Fatalf("delegate options %v: %v", got.Options, err)
+	}
+	if want := filepath.Join(b, optionsFile); o.ConfigPath != want {
+		t.Errorf("delegate ConfigPath = %q, want %q", o.ConfigPath, want)
+	}
+	body, _ := os.ReadFile(o.ConfigPath)
+	for _, want := range []string{"systemd-cgroup = 'true'", "network = 'none'", "binary_name = '/usr/bin/runsc'"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("options file lacks %s:\n%s", want, body)
+		}
+	}
+	// Every process of the misplaced sandbox cgroup moved, the shim's
+	// neighbour did not.
+	if diff := cmp.Diff([]string{"runsc-guard-" + sandboxID + ".scope"}, h.units); diff != "" {
+		t.Errorf("systemd units (-want +got):\n%s", diff)
+	}
+	var pids []uint32
+	var mem uint64
+	for _, p := range h.props[h.units[0]] {
+		switch p.Name {
+		case "PIDs":
+			pids = p.Value.Value().([]uint32)
+		case "MemoryMax":
+			mem = p.Value.Value().(uint64)
+		}
+	}
+	if diff := cmp.Diff([]uint32{sandboxPID, goferPID, helperPID}, pids); diff != "" {
+		t.Errorf("moved pids (-want +got):\n%s", diff)
+	}
+	if mem != limit256 {
+		t.Errorf("scope MemoryMax = %d, want %d", mem, limit256)
+	}
+	r := readRecord(t, b)
+	if diff := cmp.Diff([]string{"spec-limit", "runsc-flag", "move"}, r.Actions); diff != "" {
+		t.Errorf("record actions (-want +got):\n%s", diff)
+	}
+	if r.Outcome != "ok" || r.Effective.MemoryBytes != limit256 || r.TotalMemory != nodeRAM || r.PodCgroup != podSlice || r.PodName != "eater" {
+		t.Errorf("record = %+v", r)
+	}
+	for _, p := range r.PlacementAfter {
+		if !cgroupfix.Within(podSlice, p.Cgroup) {
+			t.Errorf("after the move %s[%d] is in %s", p.Argv0, p.PID, p.Cgroup)
+		}
+	}
+	if !strings.Contains(strings.Join(r.Warnings, ";"), "--total-memory=4103290880") {
+		t.Errorf("record warnings %q do not report the wrong --total-memory", r.Warnings)
+	}
+}
+
+// TestSandboxFixNothingToDo: a node that is already right (new runsc with
+// systemd-cgroup, spec at the pod limit) is left exactly as it was.
+func TestSandboxFixNothingToDo(t *testing.T) {
+	h := newFakeHost(t, "268435456")
+	tb, b := setup(t, h, h.fixFor(PolicyEnforce, true), limit256, podSlice+"/cri-containerd-"+sandboxID+".scope", limit256)
+	opts, _ := optionsAny(t, tb.dir, "[runsc_config]\n  systemd-cgroup = \"true\"\n")
+	before, _ := os.ReadFile(filepath.Join(b, "config.json"))
+
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b, Options: opts}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(b, "config.json"))
+	if string(before) != string(after) {
+		t.Errorf("config.json changed:\n%s\n->\n%s", before, after)
+	}
+	if got := tb.fakes["d1"].last().req.(*taskAPI.CreateTaskRequest).Options; !proto.Equal(got, opts) {
+		t.Errorf("delegate options = %v, want the original %v", got, opts)
+	}
+	if len(h.units) != 0 {
+		t.Errorf("systemd units started: %v, want none", h.units)
+	}
+	r := readRecord(t, b)
+	if len(r.Actions) != 0 || r.Outcome != "ok" || len(r.Warnings) != 0 {
+		t.Errorf("record actions %v outcome %s warnings %v; want none, ok, none", r.Actions, r.Outcome, r.Warnings)
+	}
+}
+
+func TestSandboxFixPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		policy     Policy
+		failMove   bool
+		moveIgnore bool
+	}{
+		{"enforce/move fails", PolicyEnforce, true, false},
+		{"enforce/move has no effect", PolicyEnforce, false, true},
+		{"warn/move fails", PolicyWarn, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t, "268435456")
+			h.failMove, h.moveIgnore = tc.failMove, tc.moveIgnore
+			tb, b := setup(t, h, h.fixFor(tc.policy, false), 0, misplaced, nodeRAM)
+			_, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b})
+			methods := []string{}
+			for _, c := range tb.fakes["d1"].calls {
+				methods = append(methods, c.method)
+			}
+			r := readRecord(t, b)
+			if tc.policy == PolicyWarn {
+				if err != nil {
+					t.Fatalf("Create under warn: %v", err)
+				}
+				if r.Outcome != "warn" || r.Error == "" {
+					t.Errorf("record outcome %q error %q, want warn with the error", r.Outcome, r.Error)
+				}
+				if diff := cmp.Diff([]string{"Create"}, methods); diff != "" {
+					t.Errorf("delegate calls (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Create under enforce succeeded with the sandbox outside the pod")
+			}
+			for _, want := range []string{"default/eater", "uid U1", "limit 268435456", "--total-memory 4103290880", podSlice} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %q", err, want)
+				}
+			}
+			// What runsc created is killed and deleted.
+			if diff := cmp.Diff([]string{"Create", "Kill", "Delete"}, methods); diff != "" {
+				t.Errorf("delegate calls (-want +got):\n%s", diff)
+			}
+			if r.Outcome != "refused" {
+				t.Errorf("record outcome %q, want refused", r.Outcome)
+			}
+		})
+	}
+}
+
+// TestSandboxFixUnreadableLimit: a limit the guard cannot read fails the
+// Create before runsc runs, under enforce.
+func TestSandboxFixUnreadableLimit(t *testing.T) {
+	h := newFakeHost(t, "lots")
+	tb, b := setup(t, h, h.fixFor(PolicyEnforce, true), 0, misplaced, nodeRAM)
+	_, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b})
+	if err == nil || !strings.Contains(err.Error(), ErrLimitNotEffective.Error()) || !strings.Contains(err.Error(), `"lots"`) {
+		t.Fatalf("Create error = %v, want a refusal naming the bad value", err)
+	}
+	if n := len(tb.fakes["d1"].calls); n != 0 {
+		t.Errorf("delegate got %d calls, want none", n)
+	}
+}
+
+// TestSandboxFixUnlimitedPod: a pod without a limit (BestEffort, or one
+// container without a limit) stays unlimited: the guard never tightens
+// below kubelet, whatever the sandbox-memory annotation says.
+func TestSandboxFixUnlimitedPod(t *testing.T) {
+	h := newFakeHost(t, "max")
+	tb, b := setup(t, h, h.fixFor(PolicyEnforce, true), 0, podSlice+"/cri-containerd-"+sandboxID+".scope", nodeRAM)
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	spec, _ := readSpec(b)
+	if got := specMemory(spec); got != 0 {
+		t.Errorf("config.json memory limit = %d, want none", got)
+	}
+	r := readRecord(t, b)
+	if r.Effective.MemoryBytes != 0 || r.Annotation == nil || r.Annotation.MemoryBytes != limit256 {
+		t.Errorf("record effective %d annotation %+v; want unlimited, annotation 256Mi recorded", r.Effective.MemoryBytes, r.Annotation)
+	}
+}
