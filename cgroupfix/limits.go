@@ -83,13 +83,13 @@ func (h Hierarchy) CPUDir(dir string) (string, error) {
 // Limits are the memory and CPU limits of one cgroup or one source.
 type Limits struct {
 	// MemoryBytes is the memory limit; 0 means unlimited.
-	MemoryBytes uint64
+	MemoryBytes uint64 `json:"memory_bytes"`
 	// CPUQuota is the CFS quota in microseconds per CPUPeriod; <= 0 means
 	// unlimited.
-	CPUQuota int64
+	CPUQuota int64 `json:"cpu_quota,omitempty"`
 	// CPUPeriod is the CFS period in microseconds; 0 means the kernel
 	// default, DefaultCPUPeriod.
-	CPUPeriod uint64
+	CPUPeriod uint64 `json:"cpu_period,omitempty"`
 }
 
 // DefaultCPUPeriod is the kernel's default CFS period in microseconds.
@@ -152,13 +152,13 @@ func cpuLess(a, b Limits) bool {
 // Source is one place a limit was read from.
 type Source struct {
 	// Kind is "cgroup", "spec" or "annotation".
-	Kind string
+	Kind string `json:"kind"`
 	// Path is the cgroup directory (relative to the root) for "cgroup",
 	// "linux.resources" for "spec", and the annotation prefix for
 	// "annotation".
-	Path string
+	Path string `json:"path"`
 	// Limits are the limits found there.
-	Limits Limits
+	Limits Limits `json:"limits"`
 }
 
 // Source kinds.

@@ -211,12 +211,12 @@ func ParseProcCgroup(r io.Reader) (v2Path string, v1 map[string]string, err erro
 // Proc is a runsc process found under a /proc root.
 type Proc struct {
 	// PID is the process id.
-	PID int
+	PID int `json:"pid"`
 	// Argv0 is the first element of its command line.
-	Argv0 string
+	Argv0 string `json:"argv0"`
 	// Cgroup is its cgroup: the v2 path, or the v1 memory path when the
 	// host has no v2 line (or an empty one).
-	Cgroup string
+	Cgroup string `json:"cgroup"`
 }
 
 // pids lists the numeric entries of procRoot in ascending order.

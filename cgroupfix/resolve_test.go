@@ -471,4 +471,27 @@ func TestResolveErrors(t *testing.T) {
 			t.Errorf("Resolve(%q) = %+v, %v, want error %v", burstablePath, got, err, ErrPathEscape)
 		}
 	})
+
+	t.Run("symlink out of the root and back in", func(t *testing.T) {
+		// kubepods.slice -> outside, outside/kubepods-burstable.slice ->
+		// back into the root: the leaf resolves inside the root, but
+		// kubepods.slice itself, an ancestor, does not.
+		base := t.TempDir()
+		root := filepath.Join(base, "root")
+		writeTree(t, base, merge(
+			map[string]string{"root/cgroup.controllers": ""},
+			v2Cgroup("root/back/kubepods-burstable-"+podUID+".slice", "268435456", "max 100000"),
+			v2Cgroup("outside", "max", "max 100000"),
+		))
+		if err := os.Symlink(filepath.Join(base, "outside"), filepath.Join(root, "kubepods.slice")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(root, "back"), filepath.Join(base, "outside", "kubepods-burstable.slice")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Resolve(Hierarchy{Root: root, Version: V2}, ResolveInput{CgroupsPath: burstablePath})
+		if !errors.Is(err, ErrPathEscape) {
+			t.Errorf("Resolve(%q) = %+v, %v, want error %v", burstablePath, got, err, ErrPathEscape)
+		}
+	})
 }

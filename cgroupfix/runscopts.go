@@ -1,12 +1,5 @@
 package cgroupfix
 
-import (
-	"bytes"
-	"fmt"
-
-	"github.com/pelletier/go-toml/v2"
-)
-
 // runscConfigTable is the table of the runsc shim's options TOML whose
 // string entries become global runsc flags on every runsc call.
 const runscConfigTable = "runsc_config"
@@ -29,32 +22,6 @@ const systemdCgroupKey = "systemd-cgroup"
 // systemd-cgroup = true (which the shim cannot decode) is rewritten as the
 // string "true".
 func EnableSystemdCgroup(tomlBody []byte) (out []byte, changed bool, err error) {
-	doc := map[string]any{}
-	if len(bytes.TrimSpace(tomlBody)) > 0 {
-		if err := toml.Unmarshal(tomlBody, &doc); err != nil {
-			return nil, false, fmt.Errorf("parse runsc options: %w", err)
-		}
-	}
-	var cfg map[string]any
-	switch t := doc[runscConfigTable].(type) {
-	case nil:
-		if _, present := doc[runscConfigTable]; present {
-			return nil, false, fmt.Errorf("parse runsc options: %s is not a table", runscConfigTable)
-		}
-		cfg = map[string]any{}
-		doc[runscConfigTable] = cfg
-	case map[string]any:
-		cfg = t
-	default:
-		return nil, false, fmt.Errorf("parse runsc options: %s is a %T, not a table", runscConfigTable, t)
-	}
-	if v, ok := cfg[systemdCgroupKey].(string); ok && v == "true" {
-		return tomlBody, false, nil
-	}
-	cfg[systemdCgroupKey] = "true"
-	out, err = toml.Marshal(doc)
-	if err != nil {
-		return nil, false, fmt.Errorf("encode runsc options: %w", err)
-	}
-	return out, true, nil
+	out, keys, err := SetRunscFlags(tomlBody, map[string]string{systemdCgroupKey: "true"})
+	return out, len(keys) > 0, err
 }
