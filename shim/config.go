@@ -43,6 +43,11 @@ type Config struct {
 	// Default false: the annotation leaves out pod overhead and unlimited
 	// containers, so it is only recorded and compared.
 	UseSandboxAnnotations bool `toml:"use_sandbox_annotations"`
+	// AddRunscFlags lets the guard add systemd-cgroup and
+	// cpu-num-from-quota to a container's runsc options (default true).
+	// With false the guard never touches runsc options, and a sandbox
+	// that old runsc puts outside the pod is fixed only by the move.
+	AddRunscFlags bool `toml:"add_runsc_flags"`
 	// CgroupRoot is the cgroupfs mount. Default "/sys/fs/cgroup".
 	CgroupRoot string `toml:"cgroup_root"`
 	// ProcRoot is the procfs mount. Default "/proc".
@@ -52,10 +57,11 @@ type Config struct {
 // DefaultConfig returns the configuration used when no file exists.
 func DefaultConfig() Config {
 	return Config{
-		ShimPath:   defaultShimPath,
-		Policy:     PolicyEnforce,
-		CgroupRoot: "/sys/fs/cgroup",
-		ProcRoot:   "/proc",
+		ShimPath:      defaultShimPath,
+		Policy:        PolicyEnforce,
+		AddRunscFlags: true,
+		CgroupRoot:    "/sys/fs/cgroup",
+		ProcRoot:      "/proc",
 	}
 }
 

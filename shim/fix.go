@@ -250,6 +250,9 @@ func (w *work) fixOptions(ctx context.Context) error {
 	if !ok {
 		return nil // options of a type the guard does not know: leave them
 	}
+	if !w.fix.Config.AddRunscFlags {
+		return nil
+	}
 	var body []byte
 	if opts.ConfigPath != "" {
 		if body, err = os.ReadFile(opts.ConfigPath); err != nil {

@@ -122,7 +122,7 @@ func (h *fakeHost) ResetFailedUnitContext(context.Context, string) error {
 // unless told otherwise.
 func (h *fakeHost) fixFor(policy Policy, knows bool) *SandboxFix {
 	return &SandboxFix{
-		Config:    Config{Policy: policy, CgroupRoot: h.cgroups, ProcRoot: h.proc},
+		Config:    Config{Policy: policy, AddRunscFlags: true, CgroupRoot: h.cgroups, ProcRoot: h.proc},
 		Systemd:   func(context.Context) (cgroupfix.Systemd, func(), error) { return h, func() {}, nil },
 		KnowsFlag: func(context.Context, string, string) bool { return knows },
 		Now:       func() time.Time { return time.Unix(0, 0) },
@@ -263,6 +263,29 @@ func TestSandboxFixOldRunscMisplaced(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(r.Warnings, ";"), "--total-memory=4103290880") {
 		t.Errorf("record warnings %q do not report the wrong --total-memory", r.Warnings)
+	}
+}
+
+// TestSandboxFixNoRunscFlags: with add_runsc_flags = false the options
+// reach runsc untouched and the move alone places the sandbox.
+func TestSandboxFixNoRunscFlags(t *testing.T) {
+	h := newFakeHost(t, "268435456")
+	fix := h.fixFor(PolicyEnforce, true)
+	fix.Config.AddRunscFlags = false
+	tb, b := setup(t, h, fix, 0, misplaced, limit256)
+	opts, _ := optionsAny(t, tb.dir, "[runsc_config]\n  network = \"none\"\n")
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b, Options: opts}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if got := tb.fakes["d1"].last().req.(*taskAPI.CreateTaskRequest).Options; !proto.Equal(got, opts) {
+		t.Errorf("delegate options = %v, want the original %v", got, opts)
+	}
+	r := readRecord(t, b)
+	if diff := cmp.Diff([]string{"spec-limit", "move"}, r.Actions); diff != "" {
+		t.Errorf("record actions (-want +got):\n%s", diff)
+	}
+	if len(r.Warnings) != 0 {
+		t.Errorf("warnings %v, want none (--total-memory is right)", r.Warnings)
 	}
 }
 
