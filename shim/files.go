@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
 )
 
 // CRI annotations the guard reads from a bundle's config.json.
@@ -17,34 +19,10 @@ const (
 	containerTypeSandbox    = "sandbox"
 )
 
-// writeFileAtomic replaces path with data so readers never see half a file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
 // WriteDelegateAddress records in bundle the task API address of the runsc
 // shim serving that container.
 func WriteDelegateAddress(bundle, address string) error {
-	return writeFileAtomic(filepath.Join(bundle, delegateFile), []byte(address), 0o600)
+	return atomicfile.Write(filepath.Join(bundle, delegateFile), []byte(address), 0o600)
 }
 
 // ReadDelegateAddress returns what WriteDelegateAddress recorded.
@@ -65,7 +43,7 @@ func ReadDelegateAddress(bundle string) (string, error) {
 // 1.6/1.7 reconnect to the guard, not the runsc shim, after a restart
 // (2.x reads bootstrap.json, which it writes from the guard's start reply).
 func writeAddress(bundle, address string) error {
-	return writeFileAtomic(filepath.Join(bundle, "address"), []byte(address), 0o600)
+	return atomicfile.Write(filepath.Join(bundle, "address"), []byte(address), 0o600)
 }
 
 // readSpec reads the OCI spec of a bundle.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/runsc-guard/runsc-guard/cgroupfix"
+	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
 )
 
 // CRI annotations naming the pod.
@@ -289,7 +290,7 @@ func (w *work) fixOptions(ctx context.Context) error {
 		return nil
 	}
 	path := filepath.Join(w.req.Bundle, optionsFile)
-	if err := writeFileAtomic(path, out, 0o600); err != nil {
+	if err := atomicfile.Write(path, out, 0o600); err != nil {
 		return err
 	}
 	opts.ConfigPath = path
@@ -521,7 +522,7 @@ func (w *work) finish(ctx context.Context) {
 	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(w.req.Bundle, cgroupfix.RecordFile), append(b, '\n'), 0o644)
+		err = atomicfile.Write(filepath.Join(w.req.Bundle, cgroupfix.RecordFile), append(b, '\n'), 0o644)
 	}
 	if err != nil {
 		l.WithError(err).Warn("write decision record")
@@ -597,9 +598,5 @@ func patchSpecResources(bundle string, res *specs.LinuxResources) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", p, err)
 	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return fmt.Errorf("stat %s: %w", p, err)
-	}
-	return writeFileAtomic(p, out, st.Mode().Perm())
+	return atomicfile.Write(p, out, 0o600)
 }

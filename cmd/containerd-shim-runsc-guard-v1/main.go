@@ -2,12 +2,15 @@
 
 // Command containerd-shim-runsc-guard-v1 is the containerd shim v2
 // io.containerd.runsc-guard.v1: gVisor's runsc shim, with pod memory limits
-// that hold.
+// that hold. Its operator commands (audit, doctor, configure) share the
+// binary; containerd's shim actions always start with a flag, so a first
+// argument naming one of them is unambiguous.
 package main
 
 import (
 	"os"
 
+	"github.com/runsc-guard/runsc-guard/admin"
 	"github.com/runsc-guard/runsc-guard/shim"
 )
 
@@ -15,5 +18,10 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 {
+		if cmd, ok := admin.Commands[os.Args[1]]; ok {
+			os.Exit(cmd(os.Args[2:], os.Stdout, os.Stderr))
+		}
+	}
 	os.Exit(shim.Run(os.Args[1:], version))
 }

@@ -1,0 +1,427 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/runsc-guard/runsc-guard/cgroupfix"
+	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
+)
+
+// Verdicts of the audit.
+const (
+	// VerdictOK: the pod has a memory limit, the sandbox booted within it
+	// and every runsc process of the pod is inside the pod cgroup.
+	VerdictOK = "OK"
+	// VerdictUnlimited: kubelet set no pod memory limit (a BestEffort pod,
+	// or a container without a limit), and the sandbox is inside the pod
+	// cgroup, so the node's own limits apply as for any such pod.
+	VerdictUnlimited = "UNLIMITED"
+	// VerdictAtRisk: the pod's memory limit does not hold, or cannot be
+	// told to hold.
+	VerdictAtRisk = "AT-RISK"
+)
+
+// CRI annotations on the sandbox container that name the pod.
+const (
+	annotationSandboxName      = "io.kubernetes.cri.sandbox-name"
+	annotationSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
+	annotationSandboxUID       = "io.kubernetes.cri.sandbox-uid"
+	annotationSandboxID        = "io.kubernetes.cri.sandbox-id"
+)
+
+// argv0 of the processes runsc re-executes itself as.
+const (
+	argv0Sandbox = "runsc-sandbox"
+	argv0Gofer   = "runsc-gofer"
+)
+
+// taskDir is the directory of containerd's shim v2 bundles in its state
+// directory: <state>/io.containerd.runtime.v2.task/<namespace>/<id>.
+const taskDir = "io.containerd.runtime.v2.task"
+
+// AuditOptions are the roots the audit reads.
+type AuditOptions struct {
+	ProcRoot   string
+	CgroupRoot string
+	// StateDir is containerd's state directory (its bundles are under
+	// StateDir/io.containerd.runtime.v2.task).
+	StateDir string
+	// UseAnnotation resolves the limit with the guard's
+	// use_sandbox_annotations setting.
+	UseAnnotation bool
+}
+
+// Placement is where one runsc process of a pod is.
+type Placement struct {
+	PID    int    `json:"pid"`
+	Role   string `json:"role"` // runsc-sandbox or runsc-gofer
+	Cgroup string `json:"cgroup"`
+	// Container is the container the process serves (gofers serve one
+	// container each).
+	Container string `json:"container"`
+	InPod     bool   `json:"in_pod"`
+}
+
+// SandboxReport is the audit of one gVisor sandbox (one pod).
+type SandboxReport struct {
+	PodNamespace string `json:"pod_namespace"`
+	PodName      string `json:"pod_name"`
+	PodUID       string `json:"pod_uid"`
+	ContainerID  string `json:"container_id"`
+	PID          int    `json:"pid"`
+	Bundle       string `json:"bundle"`
+	CgroupsPath  string `json:"cgroups_path"`
+	PodCgroup    string `json:"pod_cgroup"`
+	// PodLimit is the memory limit on the pod cgroup, its sandbox leaf or
+	// the sandbox spec (0: none). EffectiveLimit also counts the ancestors
+	// above the pod (kubepods.slice: node allocatable).
+	PodLimit       uint64 `json:"pod_limit_bytes"`
+	EffectiveLimit uint64 `json:"effective_limit_bytes"`
+	// PodCPUs is the pod's CPU quota in CPUs (0: none).
+	PodCPUs float64 `json:"pod_cpus"`
+	// TotalMemory and CPUNum are what the sandbox booted with.
+	TotalMemory uint64      `json:"total_memory_bytes"`
+	CPUNum      int         `json:"cpu_num"`
+	Placement   []Placement `json:"placement"`
+	// Guarded: the guard wrote its record into the bundle.
+	Guarded      bool     `json:"guarded"`
+	GuardActions []string `json:"guard_actions,omitempty"`
+	GuardOutcome string   `json:"guard_outcome,omitempty"`
+	Verdict      string   `json:"verdict"`
+	Reasons      []string `json:"reasons,omitempty"`
+	Notes        []string `json:"notes,omitempty"`
+}
+
+// proc is a runsc process found in the /proc scan.
+type proc struct {
+	pid    int
+	cgroup string
+	// sandbox flags (runsc-sandbox only)
+	flags cgroupfix.SandboxFlags
+	root  string // --root, a global flag before "boot"
+	// bundle is --bundle (gofers) as written on the command line.
+	bundle string
+}
+
+// scanProc reads every <procRoot>/<pid>/cmdline once and returns the runsc
+// sandbox and gofer processes with their cgroups. Processes that exit
+// during the scan are skipped.
+func scanProc(procRoot string) (sandboxes, gofers []proc, err error) {
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan %s: %w", procRoot, err)
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "cmdline"))
+		if err != nil {
+			continue // exited, or a kernel thread we may not read
+		}
+		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+		role := filepath.Base(string(argv0))
+		if role != argv0Sandbox && role != argv0Gofer {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		p := proc{pid: pid}
+		if role == argv0Sandbox {
+			if p.flags, err = cgroupfix.ParseSandboxCmdline(bytes.NewReader(cmdline)); err != nil || p.flags.ContainerID == "" {
+				continue // "runsc-sandbox" without boot: not a sandbox
+			}
+			if boot := slices.Index(args, "boot"); boot > 0 {
+				p.root = flagValue(args[1:boot], "root")
+			}
+		} else {
+			if p.bundle = flagValue(args[1:], "bundle"); p.bundle == "" {
+				continue
+			}
+		}
+		if p.cgroup, err = cgroupfix.ProcCgroup(procRoot, pid); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return nil, nil, err
+		}
+		if role == argv0Sandbox {
+			sandboxes = append(sandboxes, p)
+		} else {
+			gofers = append(gofers, p)
+		}
+	}
+	return sandboxes, gofers, nil
+}
+
+// flagValue returns the value of -name/--name in args (=v or the next
+// argument), the last one winning as in Go's flag package; "" if absent.
+func flagValue(args []string, name string) string {
+	var v string
+	for i, a := range args {
+		s := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if s == a {
+			continue
+		}
+		if s == name && i+1 < len(args) {
+			v = args[i+1]
+		} else if rest, ok := strings.CutPrefix(s, name+"="); ok {
+			v = rest
+		}
+	}
+	return v
+}
+
+// bundleDir maps a bundle path written on a runsc command line to the
+// bundle under opts.StateDir, so the audit can run with the host's state
+// directory mounted elsewhere (a DaemonSet's /host/run/containerd). The
+// namespace comes from the bundle path, or else from runsc's --root
+// (/run/containerd/runsc/<namespace>).
+func (o AuditOptions) bundleDir(cmdBundle, root, id string) string {
+	ns := ""
+	if cmdBundle != "" && filepath.Base(cmdBundle) == id {
+		ns = filepath.Base(filepath.Dir(cmdBundle))
+	} else if root != "" {
+		ns = filepath.Base(root)
+	}
+	if ns == "" || ns == "." || ns == "/" || id == "" || strings.ContainsAny(id, "/\x00") || id == ".." {
+		return cmdBundle
+	}
+	return filepath.Join(o.StateDir, taskDir, ns, id)
+}
+
+// RunAudit audits every gVisor sandbox under opts' roots. The slice is
+// sorted by pod namespace, pod name and container id.
+func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
+	version, err := cgroupfix.DetectVersion(opts.CgroupRoot)
+	if err != nil {
+		return nil, fmt.Errorf("audit: detect cgroup version of %s: %w", opts.CgroupRoot, err)
+	}
+	h := cgroupfix.Hierarchy{Root: opts.CgroupRoot, Version: version}
+	sandboxes, gofers, err := scanProc(opts.ProcRoot)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	// Each gofer serves one container; an app container's gofer belongs
+	// to the pod named by its io.kubernetes.cri.sandbox-id annotation.
+	goferOf := map[string][]proc{} // sandbox id -> gofers
+	for _, g := range gofers {
+		id := filepath.Base(g.bundle)
+		sid := id
+		if a, err := readAnnotations(filepath.Join(opts.bundleDir(g.bundle, "", id), "config.json")); err == nil && a[annotationSandboxID] != "" {
+			sid = a[annotationSandboxID]
+		}
+		goferOf[sid] = append(goferOf[sid], g)
+	}
+	reports := make([]SandboxReport, 0, len(sandboxes))
+	for _, s := range sandboxes {
+		reports = append(reports, auditOne(h, opts, s, goferOf[s.flags.ContainerID]))
+	}
+	slices.SortFunc(reports, func(a, b SandboxReport) int {
+		return strings.Compare(a.PodNamespace+"\x00"+a.PodName+"\x00"+a.ContainerID, b.PodNamespace+"\x00"+b.PodName+"\x00"+b.ContainerID)
+	})
+	return reports, nil
+}
+
+func readAnnotations(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var s struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return s.Annotations, nil
+}
+
+func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s proc, gofers []proc) SandboxReport {
+	id := s.flags.ContainerID
+	r := SandboxReport{
+		ContainerID: id, PID: s.pid,
+		TotalMemory: s.flags.TotalMemory, CPUNum: s.flags.CPUNum,
+		Bundle: opts.bundleDir(s.flags.Bundle, s.root, id),
+	}
+	atRisk := func(format string, a ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, a...)) }
+
+	r.readRecord()
+	spec, err := readSpec(filepath.Join(r.Bundle, "config.json"))
+	if err != nil {
+		atRisk("pod limit unreadable: %v", err)
+	} else {
+		r.PodNamespace = spec.Annotations[annotationSandboxNamespace]
+		r.PodName = spec.Annotations[annotationSandboxName]
+		r.PodUID = spec.Annotations[annotationSandboxUID]
+		if spec.Linux != nil {
+			r.CgroupsPath = spec.Linux.CgroupsPath
+		}
+	}
+	limitKnown := false
+	if err == nil && r.CgroupsPath == "" {
+		r.Notes = append(r.Notes, "no linux.cgroupsPath: the pod has no cgroup of its own")
+	} else if err == nil {
+		res, err := cgroupfix.Resolve(h, cgroupfix.ResolveInput{
+			CgroupsPath: r.CgroupsPath, Spec: spec, Annotations: spec.Annotations, UseAnnotation: opts.UseAnnotation,
+		})
+		if err != nil {
+			atRisk("pod limit unreadable: %v", err)
+		} else {
+			limitKnown = true
+			r.PodCgroup = res.PodCgroup
+			r.EffectiveLimit = res.Effective.MemoryBytes
+			r.PodCPUs = res.Effective.CPUs()
+			r.PodLimit = podLimit(res)
+			r.Notes = append(r.Notes, res.Warnings...)
+		}
+	}
+
+	r.Placement = append(r.Placement, Placement{PID: s.pid, Role: argv0Sandbox, Cgroup: s.cgroup, Container: id})
+	for _, g := range gofers {
+		r.Placement = append(r.Placement, Placement{PID: g.pid, Role: argv0Gofer, Cgroup: g.cgroup, Container: filepath.Base(g.bundle)})
+	}
+	for i := range r.Placement {
+		p := &r.Placement[i]
+		p.InPod = cgroupfix.Within(r.PodCgroup, p.Cgroup)
+		if r.PodCgroup != "" && !p.InPod {
+			// https://github.com/google/gvisor/issues/193 and #10264:
+			// without systemd-cgroup, old runsc puts the sandbox under
+			// system.slice; even with it, its app-container gofers stay
+			// in containerd's cgroup (#2535).
+			atRisk("%s[%d] of %s in %s, outside the pod cgroup %s", p.Role, p.PID, shortID(p.Container), p.Cgroup, r.PodCgroup)
+		}
+	}
+	if limitKnown && r.PodLimit > 0 && r.TotalMemory > r.EffectiveLimit {
+		// https://github.com/google/gvisor/issues/9580: runsc before
+		// release-20231106.0 reads only the leaf and boots with host RAM.
+		atRisk("total-memory %s above the pod limit %s", formatBytes(r.TotalMemory), formatBytes(r.EffectiveLimit))
+	}
+	if limitKnown && r.TotalMemory == 0 {
+		r.Notes = append(r.Notes, "no --total-memory on the sandbox command line")
+	}
+	switch {
+	case len(r.Reasons) > 0:
+		r.Verdict = VerdictAtRisk
+	case r.PodLimit == 0:
+		r.Verdict = VerdictUnlimited
+	default:
+		r.Verdict = VerdictOK
+	}
+	return r
+}
+
+// readRecord reads the guard's decision record from the bundle.
+func (r *SandboxReport) readRecord() {
+	b, err := os.ReadFile(filepath.Join(r.Bundle, cgroupfix.RecordFile))
+	if err != nil {
+		return
+	}
+	r.Guarded = true
+	var rec cgroupfix.Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("guard record %s unreadable: %v", cgroupfix.RecordFile, err))
+		return
+	}
+	r.GuardActions, r.GuardOutcome = rec.Actions, rec.Outcome
+	r.Notes = append(r.Notes, rec.Warnings...)
+}
+
+func readSpec(path string) (*specs.Spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read sandbox spec: %w", err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parse sandbox spec %s: %w", path, err)
+	}
+	return &s, nil
+}
+
+// podLimit is the smallest memory limit at or below the pod cgroup (the pod
+// cgroup, the sandbox's leaf, the spec, an applied annotation), ignoring
+// ancestors such as kubepods.slice: those hold every pod on the node, not
+// this one. 0 when there is none.
+func podLimit(res cgroupfix.Resolution) uint64 {
+	var lim uint64
+	for _, s := range res.Sources {
+		if s.Kind == cgroupfix.KindCgroup && !cgroupfix.Within(res.PodCgroup, s.Path) {
+			continue
+		}
+		if m := s.Limits.MemoryBytes; m > 0 && (lim == 0 || m < lim) {
+			lim = m
+		}
+	}
+	return lim
+}
+
+// Audit is the audit command.
+func Audit(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("audit", "[flags]", "Lists every gVisor sandbox on the node with its pod limit, what it booted with,\n"+
+		"where its processes are, and a verdict. Exit status 1 when any is "+VerdictAtRisk+".", stderr)
+	var opts AuditOptions
+	fs.StringVar(&opts.ProcRoot, "proc-root", "/proc", "procfs `dir` to scan for runsc processes")
+	fs.StringVar(&opts.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "cgroupfs `dir`")
+	fs.StringVar(&opts.StateDir, "state-dir", "/run/containerd", "containerd's state `dir` (bundles are under "+taskDir+"/<namespace>/<id>)")
+	guardConfig := guardConfigFlag(fs, "use_sandbox_annotations")
+	jsonOut := fs.Bool("json", false, "print JSON (same as --format=json)")
+	format := fs.String("format", "table", "output `format`: table, json or prometheus (node-exporter textfile)")
+	output := fs.String("o", "", "write the output to `file` atomically (for the node-exporter textfile collector) instead of stdout")
+	if !parseFlags(fs, args) {
+		return exitUsage
+	}
+	if *jsonOut {
+		*format = "json"
+	}
+	if !slices.Contains([]string{"table", "json", "prometheus"}, *format) {
+		fmt.Fprintf(stderr, "audit: want --format table, json or prometheus, not %q\n", *format)
+		return exitUsage
+	}
+	cfg, ok := guardConfig()
+	if !ok {
+		return exitUsage
+	}
+	opts.UseAnnotation = cfg.UseSandboxAnnotations
+	reports, err := RunAudit(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return exitUsage
+	}
+	var buf bytes.Buffer
+	switch *format {
+	case "json":
+		err = writeAuditJSON(&buf, reports)
+	case "prometheus":
+		err = writeAuditPrometheus(&buf, reports)
+	default:
+		err = writeAuditTable(&buf, reports)
+	}
+	if err == nil && *output != "" {
+		err = atomicfile.Write(*output, buf.Bytes(), 0o644)
+	} else if err == nil {
+		_, err = stdout.Write(buf.Bytes())
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "audit: write report: %v\n", err)
+		return exitUsage
+	}
+	for _, r := range reports {
+		if r.Verdict == VerdictAtRisk {
+			return exitFinding
+		}
+	}
+	return exitOK
+}

@@ -1,0 +1,541 @@
+# shellcheck shell=bash
+# Guest-side helper library of the test bed, sourced by main.sh and by
+# every scenario. It drives containerd through CRI the way kubelet does:
+# pod cgroup first (a systemd slice with MemoryMax, or a cgroupfs
+# directory), then RunPodSandbox with that cgroup parent and a runtime
+# handler, then CreateContainer/StartContainer. It records what it
+# observes as key=value "facts"; the assertions live on the host
+# (integration/*_test.go).
+
+SHARE=/mnt/share
+GUEST=$SHARE/guest
+RESULTS=$SHARE/results
+CG=/sys/fs/cgroup
+IMAGE=docker.io/library/bbpause:1
+IMAGE_TAR=/var/lib/testbed/bbpause.tar
+MiB=1048576
+LIMIT=$((256 * MiB)) # every workload's memory limit: 256Mi
+GUARD_BIN=/usr/local/bin/containerd-shim-runsc-guard-v1
+CTRD_STATE=/run/containerd # the 1.6 default; 2.x uses its own (use_containerd)
+
+# The seed's two workloads, for busybox sh (no bash or python in the image).
+# WL_DOUBLER is the seed's bash string doubler, bounded at 2^26 * 4 bytes
+# (a 256 MiB string) so a RED run ends instead of eating the VM.
+WL_DOUBLER='x=data; i=0; while [ $i -lt 26 ]; do x="$x$x"; i=$((i+1)); echo "i=$i len=${#x}"; done; echo WORKLOAD-SURVIVED'
+# WL_ALLOC allocates 1 GiB of anonymous memory, as the seed's python
+# allocator: busybox dd mallocs one bs-sized buffer (an anonymous mmap) and
+# read() from /dev/zero writes every page of it.
+WL_ALLOC='echo allocating 1 GiB; dd if=/dev/zero of=/dev/null bs=1073741824 count=1 && echo WORKLOAD-SURVIVED'
+
+# say: a progress line, on the console (the host echoes "TB:" lines) and,
+# from a scenario, in its log too.
+say() {
+	local line="TB: ${SCENARIO:+[$SCENARIO] }$*"
+	if [ -t 1 ]; then echo "$line"; else echo "$line" | tee -a /dev/ttyS0; fi
+}
+note() { echo "    $*"; }
+die() {
+	say "ERROR: $*"
+	exit 1
+}
+
+# ---------------------------------------------------------------- facts --
+
+# fact KEY VALUE: appends to the current case's facts file (one line: any
+# newline in VALUE becomes a space).
+fact() { printf '%s=%s\n' "$1" "${2//$'\n'/ }" >> "$FACTS"; }
+
+# begin_case NAME: starts a new facts file results/<scenario>/<NAME>.facts.
+begin_case() {
+	CASE=$1
+	CASE_DIR=$RESULTS/$SCENARIO/$CASE
+	mkdir -p "$CASE_DIR"
+	FACTS=$RESULTS/$SCENARIO/$CASE.facts
+	: > "$FACTS"
+	fact scenario "$SCENARIO"
+	fact case "$CASE"
+	CASE_START=$(date +%s)
+	say "case $CASE"
+}
+
+end_case() { fact seconds $(($(date +%s) - CASE_START)); }
+
+# ------------------------------------------------------------ machine --
+
+# setup_guest: one-time preparation after boot (main.sh).
+setup_guest() {
+	local b
+	for b in runsc-new containerd-shim-runsc-v1 containerd2 ctr2 crictl; do
+		ln -sf "/opt/testbed/$b" "/usr/local/bin/$b"
+	done
+	if [ -x "$SHARE/bin/containerd-shim-runsc-guard-v1" ]; then
+		install -m 0755 "$SHARE/bin/containerd-shim-runsc-guard-v1" "$GUARD_BIN"
+	fi
+	# Old runsc, given a slice path without systemd-cgroup, creates
+	# system.slice/<path> and writes every root controller (hugetlb, rdma,
+	# misc too) into system.slice's subtree_control, which fails with
+	# ENOENT until something has enabled them at the root (testbed-notes
+	# §11). Enable them all, so RED does not depend on boot order.
+	for b in $(cat $CG/cgroup.controllers); do
+		echo "+$b" > $CG/cgroup.subtree_control
+	done
+	write_runsc_options
+	mkdir -p /etc/containerd
+	printf 'runtime-endpoint: unix:///run/containerd/containerd.sock\nimage-endpoint: unix:///run/containerd/containerd.sock\ntimeout: 180\n' > /etc/crictl.yaml
+}
+
+vm_ram() { echo $(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 1024)); }
+
+# --------------------------------------------------- runtime handlers --
+
+# The runsc options files (the shim's ConfigPath): which runsc binary and
+# which runsc flags ([runsc_config]). network=none: pods use the host
+# network and no CNI is installed.
+write_runsc_options() {
+	local name bin
+	mkdir -p /etc/containerd
+	for name in deb new; do
+		case $name in
+		deb) bin=/usr/bin/runsc ;; # Debian's 0.0~20221219: before gVisor #9631
+		new) bin=/usr/local/bin/runsc-new ;; # gVisor 20260905, static
+		esac
+		printf 'binary_name = "%s"\n[runsc_config]\n  network = "none"\n' "$bin" \
+			> "/etc/containerd/runsc-$name.toml"
+		cp "/etc/containerd/runsc-$name.toml" "/etc/containerd/runsc-$name-sd.toml"
+		echo '  systemd-cgroup = "true"' >> "/etc/containerd/runsc-$name-sd.toml"
+	done
+}
+
+# Runtime handlers, "name runtime_type-role options-file":
+#   stock-*  the gVisor shim as shipped (on 1.6 through the compat wrapper)
+#   guard-*  the same options behind runsc-guard
+HANDLERS="stock-deb:stock:deb stock-new:stock:new stock-deb-sd:stock:deb-sd
+guard-deb:guard:deb guard-deb-sd:guard:deb-sd guard-new:guard:new guard-new-sd:guard:new-sd"
+
+# runtime_type VERSION ROLE
+runtime_type() {
+	case $2 in
+	guard) echo io.containerd.runsc-guard.v1 ;;
+	# containerd 1.6 cannot parse the 2026 shim's JSON start reply; the
+	# compat wrapper converts it (testbed-notes §5a). 2.x parses it.
+	stock) [ "$1" = 1.6 ] && echo io.containerd.runsc-compat.v1 || echo io.containerd.runsc.v1 ;;
+	esac
+}
+
+# handler_label HANDLER: the runsc column of the report.
+handler_runsc() {
+	case $1 in
+	*-deb) echo "debian-20221219" ;;
+	*-deb-sd) echo "debian-20221219+sd" ;;
+	*-new) echo "gvisor-20260905" ;;
+	*-new-sd) echo "gvisor-20260905+sd" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# ---------------------------------------------------------- containerd --
+
+# containerd_config_16 DRIVER: config version 2 for Debian's containerd 1.6.
+containerd_config_16() {
+	local h name role opts p='plugins."io.containerd.grpc.v1.cri".containerd'
+	cat <<EOF
+version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$IMAGE"
+  [$p]
+    default_runtime_name = "runc"
+    [$p.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [$p.runtimes.runc.options]
+        SystemdCgroup = $([ "$1" = systemd ] && echo true || echo false)
+EOF
+	for h in $HANDLERS; do
+		IFS=: read -r name role opts <<< "$h"
+		cat <<EOF
+    [$p.runtimes.$name]
+      runtime_type = "$(runtime_type 1.6 "$role")"
+      [$p.runtimes.$name.options]
+        TypeUrl = "io.containerd.runsc.v1.options"
+        ConfigPath = "/etc/containerd/runsc-$opts.toml"
+EOF
+	done
+}
+
+# containerd_config_24 DRIVER: config version 3 for containerd 2.4.2 (built
+# from the module; testbed-notes §12). Own root and state, same socket.
+containerd_config_24() {
+	local h name role opts p="plugins.'io.containerd.cri.v1.runtime'.containerd"
+	cat <<EOF
+version = 3
+root = "/var/lib/containerd2"
+state = "/run/containerd2"
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$IMAGE"
+[$p]
+  default_runtime_name = "runc"
+  [$p.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [$p.runtimes.runc.options]
+      SystemdCgroup = $([ "$1" = systemd ] && echo true || echo false)
+EOF
+	for h in $HANDLERS; do
+		IFS=: read -r name role opts <<< "$h"
+		cat <<EOF
+  [$p.runtimes.$name]
+    runtime_type = "$(runtime_type 2.4 "$role")"
+    [$p.runtimes.$name.options]
+      TypeUrl = "io.containerd.runsc.v1.options"
+      ConfigPath = "/etc/containerd/runsc-$opts.toml"
+EOF
+	done
+}
+
+CTRD_RUNNING=
+
+# use_containerd VERSION DRIVER: makes containerd VERSION (1.6 or 2.4) run
+# with cgroup DRIVER (systemd or cgroupfs), restarting only on a change.
+use_containerd() {
+	local want="$1 $2"
+	[ "$CTRD_RUNNING" = "$want" ] && return
+	stop_containerd
+	case $1 in
+	1.6)
+		containerd_config_16 "$2" > /etc/containerd/config.toml
+		systemctl start containerd || die "containerd 1.6 did not start"
+		CTRD_STATE=/run/containerd CTR=ctr
+		;;
+	2.4)
+		containerd_config_24 "$2" > /etc/containerd/config2.toml
+		systemd-run --unit=containerd2 -p Delegate=yes -p KillMode=process \
+			-p LimitNOFILE=infinity -p TasksMax=infinity \
+			/usr/local/bin/containerd2 --config /etc/containerd/config2.toml ||
+			die "containerd 2.4 did not start"
+		CTRD_STATE=/run/containerd2 CTR=ctr2
+		;;
+	esac
+	local i
+	for i in $(seq 60); do
+		crictl info > /dev/null 2>&1 && break
+		sleep 1
+	done
+	crictl info > /dev/null || die "containerd $1 CRI does not answer"
+	if ! crictl inspecti "$IMAGE" > /dev/null 2>&1; then
+		$CTR -n k8s.io images import "$IMAGE_TAR" > /dev/null || die "image import failed"
+	fi
+	CTRD_RUNNING=$want
+	say "containerd $(crictl version | awk '/RuntimeVersion/ {print $2}'), $2 cgroup driver"
+}
+
+stop_containerd() {
+	remove_all_pods
+	systemctl stop containerd containerd2 2> /dev/null
+	systemctl reset-failed containerd2 2> /dev/null
+	CTRD_RUNNING=
+}
+
+# -------------------------------------------------------- pod cgroups --
+
+# pod_cgroup_systemd UID LIMIT: the pod slice kubelet's systemd driver
+# makes, as a transient unit over D-Bus (StartTransientUnit, what kubelet's
+# libcontainer manager calls), with MemoryMax=LIMIT unless LIMIT is "max".
+# Sets POD_PARENT (CRI cgroup_parent) and POD_CG (path under /sys/fs/cgroup).
+pod_cgroup_systemd() {
+	local uid=$1 limit=$2 unit props=(MemoryAccounting b true) i
+	unit=kubepods-burstable-pod${uid//-/_}.slice
+	[ "$limit" = max ] || props+=(MemoryMax t "$limit")
+	busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+		org.freedesktop.systemd1.Manager StartTransientUnit 'ssa(sv)a(sa(sv))' \
+		"$unit" replace $((${#props[@]} / 3 + 1)) Description s "testbed pod $uid" \
+		"${props[@]}" 0 > /dev/null || die "StartTransientUnit $unit failed"
+	POD_PARENT=$unit
+	POD_CG=/kubepods.slice/kubepods-burstable.slice/$unit
+	POD_UNIT=$unit
+	for i in $(seq 50); do
+		[ -e "$CG$POD_CG/memory.max" ] && return
+		sleep 0.2
+	done
+	die "pod slice $POD_CG did not appear"
+}
+
+# pod_cgroup_cgroupfs UID LIMIT: the pod cgroup kubelet's cgroupfs driver
+# makes: /kubepods/burstable/pod<uid> with memory.max written directly.
+pod_cgroup_cgroupfs() {
+	local uid=$1 limit=$2 d
+	for d in /kubepods /kubepods/burstable; do
+		mkdir -p "$CG$d"
+		echo "+memory +cpu +pids" > "$CG$d/cgroup.subtree_control"
+	done
+	POD_CG=/kubepods/burstable/pod$uid
+	mkdir -p "$CG$POD_CG"
+	echo "$limit" > "$CG$POD_CG/memory.max"
+	POD_PARENT=$POD_CG
+	POD_UNIT=
+}
+
+remove_pod_cgroup() {
+	if [ -n "$POD_UNIT" ]; then
+		systemctl stop "$POD_UNIT" 2> /dev/null
+		systemctl reset-failed "$POD_UNIT" 2> /dev/null
+	else
+		rmdir "$CG$POD_CG" 2> /dev/null
+	fi
+	return 0
+}
+
+# ------------------------------------------------------------ CRI pods --
+
+# run_pod NAME HANDLER [POD_RESOURCES_JSON [OVERHEAD_JSON]]: RunPodSandbox
+# with host network (no CNI here; kubelet sets no hostname for those) in
+# POD_PARENT. Resources/overhead are what kubelet puts into
+# LinuxPodSandboxConfig; containerd turns them into the
+# io.kubernetes.cri.sandbox-* annotations. Sets POD_ID, POD_JSON.
+run_pod() {
+	local name=$1 handler=$2 res=${3:-null} overhead=${4:-null}
+	POD_JSON=$CASE_DIR/pod.json
+	jq -n --arg name "$name" --arg uid "$POD_UID" --arg parent "$POD_PARENT" \
+		--argjson res "$res" --argjson overhead "$overhead" '{
+		metadata: {name: $name, namespace: "testbed", uid: $uid, attempt: 0},
+		log_directory: "/var/log/pods/testbed_\($name)_\($uid)",
+		linux: ({cgroup_parent: $parent,
+			security_context: {namespace_options: {network: 2}}}
+			+ (if $res then {resources: $res} else {} end)
+			+ (if $overhead then {overhead: $overhead} else {} end))}' > "$POD_JSON"
+	local t0=$SECONDS
+	POD_ID=$(crictl runp --runtime "$handler" "$POD_JSON" 2> "$CASE_DIR/runp.err")
+	fact runp_rc $?
+	fact runp_seconds $((SECONDS - t0))
+	fact runp_error "$(tr '\n' ' ' < "$CASE_DIR/runp.err" | cut -c1-300)"
+	fact pod_id "$POD_ID"
+	[ -n "$POD_ID" ]
+}
+
+# create_ctr NAME LIMIT CMD: CreateContainer in POD_ID running sh -c CMD with
+# memory limit LIMIT bytes (0: none). Sets CTR_ID.
+create_ctr() {
+	local name=$1 limit=$2 cmd=$3 json=$CASE_DIR/ctr-$1.json
+	jq -n --arg name "$name" --arg image "$IMAGE" --arg cmd "$cmd" \
+		--argjson limit "$limit" '{
+		metadata: {name: $name},
+		image: {image: $image},
+		command: ["/bin/sh", "-c", $cmd],
+		log_path: "\($name).log",
+		linux: ({security_context: {namespace_options: {network: 2}}}
+			+ (if $limit > 0 then {resources: {memory_limit_in_bytes: $limit}} else {} end))}' > "$json"
+	CTR_ID=$(crictl create "$POD_ID" "$json" "$POD_JSON" 2> "$CASE_DIR/create.err")
+	fact create_rc $?
+	fact create_error "$(tr '\n' ' ' < "$CASE_DIR/create.err" | cut -c1-300)"
+	[ -n "$CTR_ID" ]
+}
+
+start_ctr() {
+	crictl start "$1" > /dev/null 2> "$CASE_DIR/start.err"
+	local rc=$?
+	fact start_rc $rc
+	fact start_error "$(tr '\n' ' ' < "$CASE_DIR/start.err" | cut -c1-300)"
+	return $rc
+}
+
+ctr_field() { crictl inspect -o json "$1" 2> /dev/null | jq -r "$2"; }
+
+# wait_ctr CID SECONDS: waits for the container to exit, sampling the
+# sandbox cgroup's memory.peak (the cgroup may vanish with the sandbox).
+wait_ctr() {
+	local cid=$1 limit=$2 t0=$SECONDS state
+	while [ $((SECONDS - t0)) -lt "$limit" ]; do
+		state=$(ctr_field "$cid" .status.state)
+		sample_sandbox_peak
+		[ "$state" = CONTAINER_EXITED ] && return 0
+		sleep 1
+	done
+	return 1
+}
+
+# --------------------------------------------------------- observation --
+
+# procs_of ID...: "pid argv0" of the runsc processes (sandbox, gofers,
+# helpers) whose command line names one of the IDs.
+procs_of() {
+	local p cmd id
+	for p in /proc/[0-9]*; do
+		cmd=$(tr '\0' ' ' < "$p/cmdline" 2> /dev/null) || continue
+		case $cmd in runsc* | */runsc* | exe*) ;; *) continue ;; esac
+		for id in "$@"; do
+			case $cmd in *"$id"*)
+				echo "${p#/proc/} ${cmd%% *}"
+				break
+				;;
+			esac
+		done
+	done
+}
+
+cgroup_of() { sed -n 's/^0:://p' "/proc/$1/cgroup" 2> /dev/null; }
+
+# flag_of PID NAME: the value of flag NAME on PID's command line, given as
+# --NAME=V or as --NAME V (old runsc passes the latter).
+flag_of() {
+	tr '\0' '\n' < "/proc/$1/cmdline" | awk -v f="--$2" '
+		found { print; exit }
+		$0 == f { found = 1 }
+		index($0, f "=") == 1 { print substr($0, length(f) + 2); exit }'
+}
+
+# record_sandbox: facts about the runsc-sandbox process of POD_ID, right
+# after RunPodSandbox (it may be OOM-killed soon after the workload starts).
+record_sandbox() {
+	local pid
+	pid=$(procs_of "$POD_ID" | awk '$2 == "runsc-sandbox" {print $1; exit}')
+	fact sandbox_pid "$pid"
+	[ -n "$pid" ] || return 0
+	SANDBOX_CG=$(cgroup_of "$pid")
+	fact sandbox_cgroup "$SANDBOX_CG"
+	fact total_memory "$(flag_of "$pid" total-memory)"
+	fact total_host_memory "$(flag_of "$pid" total-host-memory)"
+	fact cpu_num "$(flag_of "$pid" cpu-num)"
+	fact sandbox_cmdline "$(tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-2000)"
+	fact sandbox_cgroup_memory_max "$(cat "$CG$SANDBOX_CG/memory.max" 2> /dev/null)"
+	local bundle=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$POD_ID
+	fact bundle "$bundle"
+	if [ -r "$bundle/config.json" ]; then
+		fact spec_memory_limit "$(jq -r '.linux.resources.memory.limit // ""' "$bundle/config.json")"
+		fact spec_cgroups_path "$(jq -r '.linux.cgroupsPath // ""' "$bundle/config.json")"
+		fact annotation_sandbox_memory "$(jq -r '.annotations["io.kubernetes.cri.sandbox-memory"] // ""' "$bundle/config.json")"
+	fi
+	SANDBOX_PEAK=
+}
+
+# record_gofers: the cgroups of every runsc process of the pod, after the
+# app container was created (its gofer exists from then on).
+record_gofers() {
+	local pid name cgs=""
+	while read -r pid name; do
+		cgs="$cgs $name=$(cgroup_of "$pid")"
+	done < <(procs_of "$POD_ID" "$CTR_ID")
+	fact runsc_process_cgroups "${cgs# }"
+}
+
+sample_sandbox_peak() {
+	local v
+	[ -n "${SANDBOX_CG:-}" ] || return 0
+	v=$(cat "$CG$SANDBOX_CG/memory.peak" 2> /dev/null) || return 0
+	[ -n "$v" ] && SANDBOX_PEAK=$v
+}
+
+# record_outcome CID: the container's CRI status, its log, and the pod and
+# sandbox cgroups' memory accounting.
+record_outcome() {
+	local cid=$1 status
+	status=$(crictl inspect -o json "$cid" 2> /dev/null)
+	fact state "$(jq -r .status.state <<< "$status")"
+	fact exit_code "$(jq -r .status.exitCode <<< "$status")"
+	fact reason "$(jq -r .status.reason <<< "$status")"
+	crictl logs "$cid" > "$CASE_DIR/ctr.log" 2>&1
+	fact log_tail "$(grep -v '^$' "$CASE_DIR/ctr.log" | tail -n1 | cut -c1-120)"
+	fact survived "$(grep -q WORKLOAD-SURVIVED "$CASE_DIR/ctr.log" && echo yes || echo no)"
+	sample_sandbox_peak
+	fact sandbox_peak "$SANDBOX_PEAK"
+	fact sandbox_oom_kill "$(awk '$1 == "oom_kill" {print $2}' "$CG${SANDBOX_CG:-/nonexistent}/memory.events" 2> /dev/null)"
+	fact pod_cgroup "$POD_CG"
+	fact pod_memory_max "$(cat "$CG$POD_CG/memory.max" 2> /dev/null)"
+	fact pod_peak "$(cat "$CG$POD_CG/memory.peak" 2> /dev/null)"
+	fact pod_oom_kill "$(awk '$1 == "oom_kill" {print $2}' "$CG$POD_CG/memory.events" 2> /dev/null)"
+}
+
+# record_guard: copies the guard's audit record of the sandbox, if any.
+record_guard() {
+	local rec=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$POD_ID/runsc-guard.json
+	if [ -s "$rec" ]; then
+		cp "$rec" "$CASE_DIR/runsc-guard.json"
+		fact guard_record yes
+		fact guard_actions "$(jq -r '(.actions // []) | join("; ")' "$rec" 2>&1 | tr '\n' ' ')"
+		fact guard_outcome "$(jq -r '.outcome // ""' "$rec" 2>&1 | tr '\n' ' ')"
+	else
+		fact guard_record no
+	fi
+}
+
+# remove_pod: StopPodSandbox + RemovePodSandbox, then the pod cgroup; records
+# any runsc or shim process still naming the pod.
+remove_pod() {
+	[ -n "${POD_ID:-}" ] || return 0
+	local t0=$SECONDS
+	crictl stopp "$POD_ID" > /dev/null 2>&1
+	crictl rmp "$POD_ID" > /dev/null 2>&1
+	fact remove_seconds $((SECONDS - t0))
+	sleep 1
+	fact leftover_processes "$(pgrep -af "$POD_ID" | grep -v pgrep | cut -c1-200 | tr '\n' ';')"
+	remove_pod_cgroup
+	POD_ID=
+}
+
+# remove_all_pods: removes every pod (between scenarios).
+remove_all_pods() {
+	crictl info > /dev/null 2>&1 || return 0
+	crictl rmp -fa > /dev/null 2>&1
+	local u
+	for u in $(systemctl list-units --plain --no-legend 'kubepods-burstable-pod*' | awk '{print $1}'); do
+		systemctl stop "$u"
+	done
+	systemctl reset-failed 2> /dev/null
+	rmdir $CG/kubepods/burstable/pod* 2> /dev/null
+	return 0
+}
+
+# ---------------------------------------------------------- one case --
+
+# run_workload CASE HANDLER WORKLOAD [KEY=VALUE...]: the whole kubelet-like
+# life of a one-container pod, recording facts throughout. Options:
+#   driver=systemd|cgroupfs  pod cgroup driver (default systemd)
+#   pod_limit=BYTES|max      pod cgroup memory limit (default $LIMIT)
+#   ctr_limit=BYTES          container memory limit, 0 = none (default $LIMIT)
+#   pod_resources=JSON       LinuxPodSandboxConfig.resources (default: ctr_limit)
+#   overhead=JSON            LinuxPodSandboxConfig.overhead (RuntimeClass)
+#   wait=SECONDS             how long the workload may run (default 300)
+run_workload() {
+	local case=$1 handler=$2 cmd=$3
+	shift 3
+	local driver=systemd pod_limit=$LIMIT ctr_limit=$LIMIT pod_resources="" overhead=null wait=300 kv
+	for kv in "$@"; do local "$kv"; done
+	[ -n "$pod_resources" ] || pod_resources="{\"memory_limit_in_bytes\": $ctr_limit}"
+	[ "$ctr_limit" = 0 ] && [ "$pod_resources" = '{"memory_limit_in_bytes": 0}' ] && pod_resources=null
+
+	begin_case "$case"
+	fact handler "$handler"
+	fact runsc "$(handler_runsc "$handler")"
+	fact runtime "$(echo "$handler" | cut -d- -f1)"
+	fact containerd "$(crictl version | awk '/RuntimeVersion/ {print $2}')"
+	fact driver "$driver"
+	fact workload "$(case $cmd in "$WL_DOUBLER") echo doubler ;; "$WL_ALLOC") echo alloc-1GiB ;; *) echo custom ;; esac)"
+	fact limit "$ctr_limit"
+	fact vm_ram "$(vm_ram)"
+	POD_UID=$(cat /proc/sys/kernel/random/uuid)
+	"pod_cgroup_$driver" "$POD_UID" "$pod_limit"
+	if run_pod "$case" "$handler" "$pod_resources" "$overhead"; then
+		record_sandbox
+		if create_ctr app "$ctr_limit" "$cmd"; then
+			record_gofers
+			start_ctr "$CTR_ID" && wait_ctr "$CTR_ID" "$wait"
+			fact finished $?
+			record_outcome "$CTR_ID"
+		fi
+		record_guard
+	fi
+	dmesg | grep -iE 'out of memory|oom-kill|killed process' > "$CASE_DIR/dmesg-oom.txt"
+	dmesg -C
+	remove_pod
+	end_case
+	say "  -> $(grep -E '^(sandbox_cgroup|total_memory|reason|survived|pod_peak)=' "$FACTS" | tr '\n' ' ')"
+}
+
+# requires_guard: skips the scenario (recorded) when no guard binary came.
+requires_guard() {
+	if [ ! -x "$GUARD_BIN" ]; then
+		echo "guard binary not delivered (it did not build)" > "$RESULTS/$SCENARIO/skipped"
+		say "skipped: no guard binary"
+		exit 0
+	fi
+}

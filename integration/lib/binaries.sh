@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# Test-bed binaries built from the Go module proxy, shipped to the VM as a
+# small read-only ext4 disk (label tbtools, mounted at /opt/testbed) so the
+# image cache does not depend on them. Cached under $CACHE/tools/<key>.
+
+GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
+CONTAINERD_VERSION=v2.4.2
+CRICTL_VERSION=v1.37.0
+
+# tools_paths: sets TOOLS_DIR and TOOLS_IMG from the key of the inputs.
+tools_paths() {
+	TOOLS_KEY=$(inputs_key "$GVISOR_VERSION" "$CONTAINERD_VERSION" "$CRICTL_VERSION" \
+		"$(go env GOVERSION GOARCH)" "$TB/lib/binaries.sh")
+	TOOLS_DIR=$CACHE/tools/$TOOLS_KEY
+	TOOLS_IMG=$TOOLS_DIR/tools.img
+}
+
+# tools_ensure: makes TOOLS_IMG a valid tools disk, building it if needed.
+tools_ensure() {
+	local key
+	tools_paths
+	key=$TOOLS_KEY
+	if cache_ok "$TOOLS_DIR"; then
+		log "test-bed binaries: cached ($TOOLS_DIR)"
+		return
+	fi
+	log "test-bed binaries: building $TOOLS_DIR (Go module proxy, 3-6 min cold)"
+	timed tools-build tools_build "$CACHE/tools/.tmp-$key" ||
+		die "building the test-bed binaries failed (log: $CACHE/tools/.tmp-$key/build.log)"
+	cache_seal "$CACHE/tools/.tmp-$key" "$TOOLS_DIR"
+}
+
+# go_bin NAME PKG@VERSION [GO BUILD FLAGS...]: a static, stripped binary
+# built into $tmp/bin/NAME.
+go_bin() {
+	local name=$1 pkg=$2
+	shift 2
+	log "  go install $pkg"
+	GOBIN=$tmp/gobin CGO_ENABLED=0 go install "$@" "$pkg" >> "$tmp/build.log" 2>&1 || return
+	mv "$tmp/gobin/$(basename "${pkg%@*}")" "$tmp/bin/$name"
+}
+
+tools_build() {
+	local tmp=$1
+	rm -rf "$tmp"
+	mkdir -p "$tmp/bin" "$tmp/gobin"
+	# runsc must be static: the sandbox re-execs /proc/self/exe inside an
+	# empty chroot with no ld.so (testbed-notes §5b).
+	go_bin runsc-new gvisor.dev/gvisor/runsc@$GVISOR_VERSION -ldflags='-s -w' || return
+	# The real 2026 gVisor shim: the guard's delegate.
+	go_bin containerd-shim-runsc-v1 gvisor.dev/gvisor/shim@$GVISOR_VERSION -ldflags='-s -w' || return
+	# containerd 2.x for scenario 7 (testbed-notes §12); btrfs needs cgo.
+	go_bin containerd2 github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION \
+		-tags no_btrfs -ldflags='-s -w' || return
+	go_bin ctr2 github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION \
+		-tags no_btrfs -ldflags='-s -w' || return
+	go_bin crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION \
+		-ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" || return
+	rm -rf "$tmp/gobin"
+	local mb
+	mb=$(du -sm "$tmp/bin" | cut -f1)
+	truncate -s $((mb + 64))M "$tmp/tools.img"
+	mkfs.ext4 -q -F -L tbtools -d "$tmp/bin" "$tmp/tools.img" >> "$tmp/build.log" 2>&1 || return
+	rm -rf "$tmp/bin"
+}

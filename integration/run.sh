@@ -1,0 +1,128 @@
+#!/bin/bash
+# integration/run.sh: the VM test bed. Builds (or reuses from the cache)
+# the test-bed binaries and the VM image, builds the guard, boots a VM with
+# real systemd, containerd and runsc, runs the selected scenarios inside it,
+# and asserts on what they recorded (integration/*_test.go).
+#
+# Environment:
+#   SCENARIOS                 scenarios by number or name, e.g. "1 2" or
+#                             "red,green" (default: all)
+#   RUNSC_GUARD_CACHE         cache directory (default /var/cache/runsc-guard)
+#   RUNSC_GUARD_RUN_DIR       this run's files (default $RUNSC_GUARD_CACHE/run)
+#   RUNSC_GUARD_ACCEL         auto (default), kvm or tcg
+#   RUNSC_GUARD_VM_MEM        VM memory in MiB (default 4096)
+#   RUNSC_GUARD_SKIP_VM=1     skip the VM suite (says so) instead of failing
+#   RUNSC_GUARD_ALLOW_NO_GUARD=1  a guard that does not build skips, not fails,
+#                             the scenarios that need it
+#   RUNSC_GUARD_VERBOSE=1     go test -v style output
+set -euo pipefail
+
+TB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$TB")
+for lib in common host binaries image vm; do
+	# shellcheck source=/dev/null
+	. "$TB/lib/$lib.sh"
+done
+
+ALL_SCENARIOS="1 2 3 5 6 4 7" # grouped by containerd configuration
+CACHE=${RUNSC_GUARD_CACHE:-/var/cache/runsc-guard}
+RUN_DIR=${RUNSC_GUARD_RUN_DIR:-$CACHE/run}
+VM_MEM=${RUNSC_GUARD_VM_MEM:-4096}
+SCENARIO_TIMEOUT=600 # guest side, per scenario; TCG is slow
+BOOT_TIMEOUT=300     # boot to the first scenario, and poweroff
+
+# scenarios: the selected scenario numbers, in run order. Names are
+# accepted too: red green variants cgroupfs never-tighter transparency
+# containerd2 (make demo asks for "red,green").
+scenarios() {
+	local s want=${SCENARIOS:-all} names=(all red green variants cgroupfs never-tighter transparency containerd2) i
+	want=" ${want//,/ } "
+	for i in "${!names[@]}"; do
+		want=${want// ${names[$i]} / $i }
+	done
+	want=${want// 0 / $ALL_SCENARIOS }
+	for s in $ALL_SCENARIOS; do
+		[[ " $want " == *" $s "* ]] && echo -n "$s "
+	done
+	for s in $want; do
+		[[ " $ALL_SCENARIOS " == *" $s "* ]] || die "unknown scenario '$s' (have: $ALL_SCENARIOS)"
+	done
+}
+
+# stage_share: the per-run 9p share: guest scripts, guard binary, the
+# scenario list and time limits; results/ comes back.
+stage_share() {
+	SHARE=$RUN_DIR/share
+	rm -rf "$SHARE"
+	mkdir -p "$SHARE/bin" "$SHARE/results"
+	cp -a "$TB/guest" "$SHARE/guest"
+	[ "$GUARD_STATUS" = built ] && cp "$GUARD_BIN" "$SHARE/bin/"
+	echo "$SELECTED" > "$SHARE/scenarios"
+	echo "$SCENARIO_TIMEOUT" > "$SHARE/scenario-timeout"
+	echo "$GUEST_TIMEOUT" > "$SHARE/guest-timeout"
+}
+
+# guest_timings: boot and per-scenario durations the guest recorded.
+guest_timings() {
+	local s
+	printf '%-28s %4ss\n' "  boot to first scenario" "$(cut -d. -f1 "$SHARE/results/boot-uptime" 2> /dev/null)"
+	for s in $SELECTED; do
+		printf '%-28s %4ss\n' "  scenario $s" "$(sed -n 's/^seconds=//p' "$SHARE/results/$s/status" 2> /dev/null)"
+	done
+}
+
+# assert: compiles and runs the assertions over the guest's results; they
+# print the report table.
+assert() {
+	local itest=$RUN_DIR/itest flags=()
+	(cd "$REPO" && go test -c -tags integration -o "$itest" ./integration) ||
+		die "the integration assertions do not compile"
+	[ "${RUNSC_GUARD_VERBOSE:-}" = 1 ] && flags+=(-test.v)
+	RUNSC_GUARD_RESULTS=$SHARE/results RUNSC_GUARD_SCENARIOS=$SELECTED \
+		RUNSC_GUARD_GUARD=$GUARD_STATUS "$itest" "${flags[@]}"
+}
+
+main() {
+	local why
+	if [ "${RUNSC_GUARD_SKIP_VM:-}" = 1 ]; then
+		log "!!! RUNSC_GUARD_SKIP_VM=1: the VM test bed is SKIPPED: nothing here was tested end to end !!!"
+		exit 0
+	fi
+	if why=$(vm_impossible); [ -n "$why" ]; then
+		printf '\n!!! THE VM TEST BED CANNOT RUN ON THIS MACHINE: %s\n' "$why" >&2
+		printf '!!! (set RUNSC_GUARD_SKIP_VM=1 to skip it on purpose)\n\n' >&2
+		exit 1
+	fi
+	SELECTED=$(scenarios)
+	local n
+	n=$(wc -w <<< "$SELECTED")
+	GUEST_TIMEOUT=$((SCENARIO_TIMEOUT * n + 120))
+	rm -rf "$RUN_DIR"
+	mkdir -p "$RUN_DIR"
+	TIMINGS=$RUN_DIR/timings.txt
+	trap vm_stop EXIT
+	log "scenarios: $SELECTED; run directory: $RUN_DIR"
+
+	timed host-packages ensure_host_packages
+	# The two builds are independent: binaries (CPU) beside the image
+	# (mostly I/O and dpkg).
+	tools_paths
+	timed tools tools_ensure &
+	local tools_pid=$!
+	timed image image_ensure
+	wait $tools_pid || die "building the test-bed binaries failed"
+	timed guard-build guard_build
+	stage_share
+
+	local rc=0
+	timed vm-run vm_run "$SHARE" "$RUN_DIR" $((GUEST_TIMEOUT + BOOT_TIMEOUT)) || rc=$?
+	if [ ! -s "$SHARE/results/guest-rc" ]; then
+		tail -n 40 "$RUN_DIR/console.log" >&2 || true
+		die "the VM did not finish its run (qemu rc=$rc); console: $RUN_DIR/console.log"
+	fi
+	guest_timings >> "$TIMINGS"
+	sed 's/^/  /' "$TIMINGS" >&2
+	assert
+}
+
+main "$@"
