@@ -31,7 +31,7 @@ func printReport(w io.Writer) {
 		f := c.f
 		verdict := "ok"
 		if len(c.problems) > 0 {
-			verdict = "FAIL: " + c.problems[0]
+			verdict = "FAIL: " + clip(longHex.ReplaceAllStringFunc(c.problems[0], func(s string) string { return s[:8] + "…" }), 160)
 			if len(c.problems) > 1 {
 				verdict += fmt.Sprintf(" (+%d more)", len(c.problems)-1)
 			}
@@ -66,6 +66,34 @@ func printReport(w io.Writer) {
 	if header {
 		fmt.Fprintln(w)
 	}
+	passed, failed, skipped := 0, 0, 0
+	for _, m := range missing {
+		if allowNoGrd && strings.HasPrefix(m.why, "skipped") {
+			skipped++
+		} else {
+			failed++
+		}
+	}
+	for _, c := range report {
+		if len(c.problems) == 0 {
+			passed++
+		} else {
+			failed++
+		}
+	}
+	if skipped > 0 {
+		fmt.Fprintf(w, "integration: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
+		return
+	}
+	fmt.Fprintf(w, "integration: %d passed, %d failed\n", passed, failed)
+}
+
+// clip shortens s to at most n runes.
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 func orDash(s string) string {
@@ -79,7 +107,9 @@ func runtimeLabel(f facts) string {
 	if f["runtime"] == "" {
 		return "-"
 	}
+	// "1.6.20~ds1" (Debian), "2.4.2+unknown" (built from the module).
 	v, _, _ := strings.Cut(f["containerd"], "~")
+	v, _, _ = strings.Cut(v, "+")
 	if v == "" {
 		return f["runtime"]
 	}

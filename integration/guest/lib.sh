@@ -33,7 +33,6 @@ say() {
 	local line="TB: ${SCENARIO:+[$SCENARIO] }$*"
 	if [ -t 1 ]; then echo "$line"; else echo "$line" | tee -a /dev/ttyS0; fi
 }
-note() { echo "    $*"; }
 die() {
 	say "ERROR: $*"
 	exit 1
@@ -80,7 +79,6 @@ setup_guest() {
 		echo "+$b" > $CG/cgroup.subtree_control
 	done
 	write_runsc_options
-	mkdir -p /etc/containerd
 	printf 'runtime-endpoint: unix:///run/containerd/containerd.sock\nimage-endpoint: unix:///run/containerd/containerd.sock\ntimeout: 180\n' > /etc/crictl.yaml
 }
 
@@ -106,7 +104,7 @@ write_runsc_options() {
 	done
 }
 
-# Runtime handlers, "name runtime_type-role options-file":
+# Runtime handlers, as NAME:ROLE:OPTIONS (options file runsc-OPTIONS.toml):
 #   stock-*  the gVisor shim as shipped (on 1.6 through the compat wrapper)
 #   guard-*  the same options behind runsc-guard
 HANDLERS="stock-deb:stock:deb stock-new:stock:new stock-deb-sd:stock:deb-sd
@@ -122,7 +120,7 @@ runtime_type() {
 	esac
 }
 
-# handler_label HANDLER: the runsc column of the report.
+# handler_runsc HANDLER: the runsc column of the report.
 handler_runsc() {
 	case $1 in
 	*-deb) echo "debian-20221219" ;;
@@ -288,6 +286,15 @@ remove_pod_cgroup() {
 
 # ------------------------------------------------------------ CRI pods --
 
+# err_summary FILE: the gist of a crictl error: the gRPC status message
+# (from "desc = " on), else the last line.
+err_summary() {
+	local msg
+	msg=$(sed -n 's/.*desc = \(.*\)" containerID=.*/\1/p; s/.*desc = \(.*\)"$/\1/p' "$1" | head -n1)
+	[ -n "$msg" ] || msg=$(grep -v '^$' "$1" | tail -n1)
+	echo "${msg:0:400}" | sed 's/\\"/"/g'
+}
+
 # run_pod NAME HANDLER [POD_RESOURCES_JSON [OVERHEAD_JSON]]: RunPodSandbox
 # with host network (no CNI here; kubelet sets no hostname for those) in
 # POD_PARENT. Resources/overhead are what kubelet puts into
@@ -308,7 +315,7 @@ run_pod() {
 	POD_ID=$(crictl runp --runtime "$handler" "$POD_JSON" 2> "$CASE_DIR/runp.err")
 	fact runp_rc $?
 	fact runp_seconds $((SECONDS - t0))
-	fact runp_error "$(tr '\n' ' ' < "$CASE_DIR/runp.err" | cut -c1-300)"
+	fact runp_error "$(err_summary "$CASE_DIR/runp.err")"
 	fact pod_id "$POD_ID"
 	[ -n "$POD_ID" ]
 }
@@ -327,7 +334,7 @@ create_ctr() {
 			+ (if $limit > 0 then {resources: {memory_limit_in_bytes: $limit}} else {} end))}' > "$json"
 	CTR_ID=$(crictl create "$POD_ID" "$json" "$POD_JSON" 2> "$CASE_DIR/create.err")
 	fact create_rc $?
-	fact create_error "$(tr '\n' ' ' < "$CASE_DIR/create.err" | cut -c1-300)"
+	fact create_error "$(err_summary "$CASE_DIR/create.err")"
 	[ -n "$CTR_ID" ]
 }
 
@@ -335,7 +342,7 @@ start_ctr() {
 	crictl start "$1" > /dev/null 2> "$CASE_DIR/start.err"
 	local rc=$?
 	fact start_rc $rc
-	fact start_error "$(tr '\n' ' ' < "$CASE_DIR/start.err" | cut -c1-300)"
+	fact start_error "$(err_summary "$CASE_DIR/start.err")"
 	return $rc
 }
 
@@ -446,14 +453,17 @@ record_outcome() {
 }
 
 # record_guard: copies the guard's audit record of the sandbox, if any.
+# Called right after RunPodSandbox (the bundle, record included, is
+# deleted as soon as the sandbox dies, e.g. OOM-killed) and again at the
+# end, when a later version of the record may exist.
 record_guard() {
 	local rec=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$POD_ID/runsc-guard.json
 	if [ -s "$rec" ]; then
 		cp "$rec" "$CASE_DIR/runsc-guard.json"
 		fact guard_record yes
-		fact guard_actions "$(jq -r '(.actions // []) | join("; ")' "$rec" 2>&1 | tr '\n' ' ')"
-		fact guard_outcome "$(jq -r '.outcome // ""' "$rec" 2>&1 | tr '\n' ' ')"
-	else
+		fact guard_actions "$(jq -r '(.actions // []) | join("; ")' "$rec" 2>&1)"
+		fact guard_outcome "$(jq -r '.outcome // ""' "$rec" 2>&1)"
+	elif [ ! -s "$CASE_DIR/runsc-guard.json" ]; then
 		fact guard_record no
 	fi
 }
@@ -487,6 +497,16 @@ remove_all_pods() {
 
 # ---------------------------------------------------------- one case --
 
+# case_facts HANDLER DRIVER: the facts that describe the set-up of a case.
+case_facts() {
+	fact handler "$1"
+	fact runsc "$(handler_runsc "$1")"
+	fact runtime "${1%%-*}"
+	fact containerd "$(crictl version | awk '/RuntimeVersion/ {print $2}')"
+	fact driver "$2"
+	fact vm_ram "$(vm_ram)"
+}
+
 # run_workload CASE HANDLER WORKLOAD [KEY=VALUE...]: the whole kubelet-like
 # life of a one-container pod, recording facts throughout. Options:
 #   driver=systemd|cgroupfs  pod cgroup driver (default systemd)
@@ -504,18 +524,14 @@ run_workload() {
 	[ "$ctr_limit" = 0 ] && [ "$pod_resources" = '{"memory_limit_in_bytes": 0}' ] && pod_resources=null
 
 	begin_case "$case"
-	fact handler "$handler"
-	fact runsc "$(handler_runsc "$handler")"
-	fact runtime "$(echo "$handler" | cut -d- -f1)"
-	fact containerd "$(crictl version | awk '/RuntimeVersion/ {print $2}')"
-	fact driver "$driver"
+	case_facts "$handler" "$driver"
 	fact workload "$(case $cmd in "$WL_DOUBLER") echo doubler ;; "$WL_ALLOC") echo alloc-1GiB ;; *) echo custom ;; esac)"
 	fact limit "$ctr_limit"
-	fact vm_ram "$(vm_ram)"
 	POD_UID=$(cat /proc/sys/kernel/random/uuid)
 	"pod_cgroup_$driver" "$POD_UID" "$pod_limit"
 	if run_pod "$case" "$handler" "$pod_resources" "$overhead"; then
 		record_sandbox
+		record_guard
 		if create_ctr app "$ctr_limit" "$cmd"; then
 			record_gofers
 			start_ctr "$CTR_ID" && wait_ctr "$CTR_ID" "$wait"

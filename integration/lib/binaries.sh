@@ -56,10 +56,10 @@ tools_build() {
 		-tags no_btrfs -ldflags='-s -w' || return
 	go_bin crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION \
 		-ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" || return
-	rm -rf "$tmp/gobin"
+	rm -rf "${tmp:?}/gobin"
 	local mb
 	mb=$(du -sm "$tmp/bin" | cut -f1)
 	truncate -s $((mb + 64))M "$tmp/tools.img"
 	mkfs.ext4 -q -F -L tbtools -d "$tmp/bin" "$tmp/tools.img" >> "$tmp/build.log" 2>&1 || return
-	rm -rf "$tmp/bin"
+	rm -rf "${tmp:?}/bin"
 }

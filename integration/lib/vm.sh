@@ -8,7 +8,7 @@
 # short bounded boot and the answer cached; RUNSC_GUARD_ACCEL=kvm|tcg
 # skips the probe.
 
-QEMU=qemu-system-x86_64
+QEMU="qemu-system-x86_64"
 
 # vm_accel: prints kvm or tcg.
 vm_accel() {
@@ -54,10 +54,11 @@ vm_probe_kvm() {
 vm_run() {
 	local share=$1 rundir=$2 limit=$3 accel cpu rc=0
 	accel=$(vm_accel)
+	# thread=multi: one host thread per vCPU; tb-size: a larger
+	# translation cache (MiB).
+	# shellcheck disable=SC2054 # the commas belong to qemu's option
 	case $accel in
 	kvm) cpu=(-enable-kvm -cpu host) ;;
-	# thread=multi: one host thread per vCPU; tb-size: a larger
-	# translation cache, measured faster on 2 cores.
 	tcg) cpu=(-accel tcg,thread=multi,tb-size=512 -cpu max) ;;
 	esac
 	log "booting the VM ($accel, ${VM_MEM}M, limit ${limit}s; console: $rundir/console.log)"

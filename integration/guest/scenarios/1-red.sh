@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenario 1, RED: the seed's node reproduced. Stock gVisor shim with
 # Debian's runsc 0.0~20221219 (before gVisor #9631, no systemd-cgroup:
 # gVisor #193, #9580), systemd cgroup driver, containerd 1.6. Expected: the

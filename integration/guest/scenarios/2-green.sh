@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenario 2, GREEN: the same node and runsc as scenario 1, only the
 # runtime type changed to runsc-guard. Expected: sandbox and gofers in the
 # pod slice, --total-memory=268435456, the workload OOM-killed.

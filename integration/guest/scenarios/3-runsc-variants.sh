@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenario 3: other runsc set-ups behind the guard. Debian's runsc already
 # configured with systemd-cgroup (placement right, size wrong: gVisor
 # #9580), the 2026 runsc with and without it (already right: the guard

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenario 4: kubelet and containerd on the cgroupfs driver (runc
 # SystemdCgroup=false, pod cgroup /kubepods/burstable/pod<uid>), Debian's
 # runsc behind the guard. Old runsc applies the sandbox's resources only to

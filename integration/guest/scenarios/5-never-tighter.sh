@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenario 5: the guard never limits tighter than kubelet did.
 #  unlimited: one container without a memory limit, so kubelet gives the pod
 #    slice no MemoryMax, while the sandbox-memory annotation is still

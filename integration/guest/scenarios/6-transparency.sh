@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenario 6: transparency. The same ordinary pod life on the stock shim
 # and behind the guard (2026 runsc, which needs no fix): run, exec, logs,
 # a non-zero exit, stop, remove, and an OOM kill. Exit codes, reasons and
@@ -21,13 +22,12 @@ scenario() {
 # exits 7; exec with output and exit code, logs, stop, remove.
 lifecycle() {
 	begin_case "$1"
-	fact handler "$2"
-	fact runsc "$(handler_runsc "$2")"
-	fact runtime "${2%%-*}"
+	case_facts "$2" systemd
 	POD_UID=$(cat /proc/sys/kernel/random/uuid)
 	pod_cgroup_systemd "$POD_UID" $((512 * MiB))
 	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $((512 * MiB))}" || { remove_pod; end_case; return; }
 	record_sandbox
+	record_guard
 	create_ctr main $LIMIT 'echo hello-from-main; exec sleep 3600' && start_ctr "$CTR_ID"
 	local main=$CTR_ID out
 	sleep 2

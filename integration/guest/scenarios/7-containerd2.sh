@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenario 7: scenarios 1 and 2 on containerd 2.4.2 (config version 3,
 # stock shim used directly; testbed-notes §12).
 scenario() {
