@@ -34,18 +34,11 @@ const (
 )
 
 // runsc releases with the fixes that make a pod limit hold without the
-// guard (dates of release-YYYYMMDD.N).
+// guard.
 const (
-	// runscSystemdFlag: the systemd-cgroup flag exists
-	// (https://github.com/google/gvisor/issues/193, PR 7287).
-	runscSystemdFlag = 20220321
-	// runscParentLimit: MemoryLimit reads the parent's memory.max when the
-	// leaf says max (https://github.com/google/gvisor/issues/9580, commit
-	// 42b69d015, release-20231106.0).
-	runscParentLimit = 20231106
-	// runscSystemdAuto: runsc recognises a "slice:prefix:name"
-	// cgroupsPath without systemd-cgroup (release-20260615.0).
-	runscSystemdAuto = 20260615
+	runscSystemdFlag = cgroupfix.ReleaseSystemdFlag
+	runscParentLimit = cgroupfix.ReleaseParentLimit
+	runscSystemdAuto = cgroupfix.ReleaseSystemdAuto
 )
 
 // Finding is one result of the doctor.
@@ -105,21 +98,6 @@ func parseContainerdVersion(out string) version {
 	v.minor, _ = strconv.Atoi(m[2])
 	v.patch, _ = strconv.Atoi(m[3])
 	return v
-}
-
-var runscDateRe = regexp.MustCompile(`(?:release-|~|\b)(20\d{6})\.\d+`)
-
-// parseRunscDate reads `runsc --version`: "runsc version release-20231106.0"
-// or Debian's "runsc version 0.0~20221219.0" give the release date; a
-// build without a stamped version ("VERSION_MISSING", as `go install`
-// makes) gives 0.
-func parseRunscDate(out string) int {
-	m := runscDateRe.FindStringSubmatch(out)
-	if m == nil {
-		return 0
-	}
-	d, _ := strconv.Atoi(m[1])
-	return d
 }
 
 // runscOptions are the parts of a runsc shim options file the doctor reads.
@@ -325,7 +303,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 		d.add(LevelError, check, "install runsc, or fix binary_name in "+h.ConfigPath(), "runsc binary %q not found: %v", opts.binary, err)
 	} else {
 		out, _ := d.env.Run(path, "--version")
-		if date = parseRunscDate(out); date == 0 && guarded {
+		if date = cgroupfix.RunscRelease(out); date == 0 && guarded {
 			d.add(LevelInfo, check, "", "runsc %s reports no release (%q)", path, firstLine(out))
 		} else if date == 0 {
 			d.add(LevelWarn, check, fix+", or run a released runsc (release-YYYYMMDD.N)", "runsc %s reports no release (%q): cannot tell which fixes it has", path, firstLine(out))

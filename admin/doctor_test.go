@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/cgroupfix"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -266,8 +267,8 @@ func TestParseVersions(t *testing.T) {
 		{"", 0},
 	}
 	for _, tt := range runsc {
-		if got := parseRunscDate(tt.out); got != tt.want {
-			t.Errorf("parseRunscDate(%q) = %d, want %d", tt.out, got, tt.want)
+		if got := cgroupfix.RunscRelease(tt.out); got != tt.want {
+			t.Errorf("RunscRelease(%q) = %d, want %d", tt.out, got, tt.want)
 		}
 	}
 }

@@ -59,6 +59,9 @@ type SandboxFix struct {
 	Systemd func(ctx context.Context) (cgroupfix.Systemd, func(), error)
 	// KnowsFlag reports whether the runsc binary accepts a global flag.
 	KnowsFlag func(ctx context.Context, runsc, flag string) bool
+	// Release returns the runsc binary's release date (YYYYMMDD), 0 when
+	// unknown.
+	Release func(ctx context.Context, runsc string) int
 	// Now stamps records.
 	Now func() time.Time
 }
@@ -76,6 +79,7 @@ func NewSandboxFix(cfg Config) *SandboxFix {
 			return c, c.Close, nil
 		},
 		KnowsFlag: probeRunscFlag,
+		Release:   probeRunscRelease,
 		Now:       time.Now,
 	}
 }
@@ -98,6 +102,28 @@ func probeRunscFlag(ctx context.Context, runsc, flag string) bool {
 	ok := exec.CommandContext(ctx, path, "--"+flag+"=true", "--version").Run() == nil
 	flagProbes.Store(key, ok)
 	return ok
+}
+
+var releaseProbes sync.Map // runsc path -> int
+
+// probeRunscRelease runs `runsc --version` once per binary.
+func probeRunscRelease(ctx context.Context, runsc string) int {
+	path, err := exec.LookPath(runsc)
+	if err != nil {
+		return 0
+	}
+	if v, ok := releaseProbes.Load(path); ok {
+		return v.(int)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	rel := 0
+	if err == nil {
+		rel = cgroupfix.RunscRelease(string(out))
+	}
+	releaseProbes.Store(path, rel)
+	return rel
 }
 
 // BeforeCreate edits the container's runtime options and, for the pod
@@ -141,8 +167,13 @@ type work struct {
 	rec  *cgroupfix.Record
 	h    cgroupfix.Hierarchy
 	path cgroupfix.CgroupsPath
-	// limitKnown: the effective limit was resolved (sandbox only).
-	limitKnown bool
+	// The container's runsc options (optsKnown: of a type the guard
+	// edits), the flags to add, and whether systemd-cgroup will be on.
+	opts        *runtimeoptions.Options
+	optsBody    []byte
+	optsKnown   bool
+	flags       map[string]string
+	systemdFlag bool
 }
 
 func (w *work) sandbox() bool { return w.rec.ContainerType == containerTypeSandbox }
@@ -167,6 +198,9 @@ func (w *work) before(ctx context.Context) error {
 	}
 	w.h = cgroupfix.Hierarchy{Root: cfg.CgroupRoot, Version: v}
 
+	if err := w.loadOptions(ctx); err != nil {
+		return err
+	}
 	if w.sandbox() {
 		res, err := cgroupfix.Resolve(w.h, cgroupfix.ResolveInput{
 			CgroupsPath: w.rec.CgroupsPath, Spec: w.spec, Annotations: w.spec.Annotations,
@@ -175,29 +209,36 @@ func (w *work) before(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("resolve pod limit of %s: %w", w.req.ID, err)
 		}
-		w.limitKnown = true
 		w.rec.PodCgroup = res.PodCgroup
 		w.rec.Sources, w.rec.Annotation, w.rec.Effective = res.Sources, res.Annotation, res.Effective
 		w.rec.Warnings = append(w.rec.Warnings, res.Warnings...)
-		if err := w.fixSpec(); err != nil {
+		if w.rec.Effective.CPULimited() && w.optsKnown && cfg.AddRunscFlags &&
+			w.fix.KnowsFlag(ctx, w.rec.Runsc, cgroupfix.CPUNumFromQuotaKey) {
+			w.flags[cgroupfix.CPUNumFromQuotaKey] = "true"
+		}
+		if err := w.fixSpec(ctx); err != nil {
 			return err
 		}
 		if err := w.fixLeaf(); err != nil {
 			return err
 		}
 	}
-	return w.fixOptions(ctx)
+	return w.writeOptions()
 }
 
 // fixSpec lowers the sandbox spec's resources to the effective limit, so
 // that runsc sizes the sandbox by it (runsc applies the sandbox spec's
 // resources to its cgroup before computing --total-memory).
-func (w *work) fixSpec() error {
+func (w *work) fixSpec(ctx context.Context) error {
 	w.rec.SpecLimitBefore = specMemory(w.spec)
 	w.rec.SpecLimitAfter = w.rec.SpecLimitBefore
+	want := w.rec.Effective
+	if w.runscSizesRight(ctx) {
+		want.MemoryBytes = 0 // nothing to add: runsc finds the limit itself
+	}
 	edited := *w.spec
 	edited.Linux = cloneLinux(w.spec.Linux)
-	if !cgroupfix.ApplyLimits(&edited, w.rec.Effective) {
+	if !cgroupfix.ApplyLimits(&edited, want) {
 		return nil
 	}
 	if err := patchSpecResources(w.req.Bundle, edited.Linux.Resources); err != nil {
@@ -238,12 +279,14 @@ func (w *work) fixLeaf() error {
 	return nil
 }
 
-// fixOptions gives the container runsc options with the flags it needs:
-// systemd-cgroup for a systemd cgroupsPath (without it old runsc puts the
-// sandbox under system.slice, https://github.com/google/gvisor/issues/10264),
-// and cpu-num-from-quota for a sandbox with a CPU quota, when the runsc in
-// use knows them.
-func (w *work) fixOptions(ctx context.Context) error {
+// loadOptions reads the container's runsc options and decides which runsc
+// flags it needs: systemd-cgroup for a systemd cgroupsPath (without it old
+// runsc puts the sandbox under system.slice,
+// https://github.com/google/gvisor/issues/10264), when the runsc in use
+// knows it. BeforeCreate adds cpu-num-from-quota for a sandbox with a CPU
+// quota; writeOptions applies them.
+func (w *work) loadOptions(ctx context.Context) error {
+	w.flags = map[string]string{}
 	opts, ok, err := decodeOptions(w.req.Options)
 	if err != nil {
 		return fmt.Errorf("runtime options of %s: %w", w.req.ID, err)
@@ -251,40 +294,42 @@ func (w *work) fixOptions(ctx context.Context) error {
 	if !ok {
 		return nil // options of a type the guard does not know: leave them
 	}
-	if !w.fix.Config.AddRunscFlags {
-		return nil
-	}
-	var body []byte
 	if opts.ConfigPath != "" {
-		if body, err = os.ReadFile(opts.ConfigPath); err != nil {
+		if w.optsBody, err = os.ReadFile(opts.ConfigPath); err != nil {
 			return fmt.Errorf("read runsc options of %s: %w", w.req.ID, err)
 		}
 	}
 	// An empty ConfigPath means the runsc shim runs with no options (it
 	// ignores containerd 2.x's ConfigBody): start from nothing, not from
 	// ConfigBody, so that the guard adds only its own flags.
-	runsc, err := cgroupfix.RunscBinary(body)
-	if err != nil {
+	if w.rec.Runsc, err = cgroupfix.RunscBinary(w.optsBody); err != nil {
 		return fmt.Errorf("runsc options %s of %s: %w", opts.ConfigPath, w.req.ID, err)
 	}
-	w.rec.Runsc = runsc
-	want := map[string]string{}
-	if w.path.Driver == cgroupfix.DriverSystemd {
-		if w.fix.KnowsFlag(ctx, runsc, cgroupfix.SystemdCgroupKey) {
-			want[cgroupfix.SystemdCgroupKey] = "true"
-		} else {
-			w.rec.Warnings = append(w.rec.Warnings, fmt.Sprintf("%s does not know --%s: placement relies on the move", runsc, cgroupfix.SystemdCgroupKey))
-		}
+	w.opts, w.optsKnown = opts, true
+	if _, missing, err := cgroupfix.SetRunscFlags(w.optsBody, map[string]string{cgroupfix.SystemdCgroupKey: "true"}); err == nil && len(missing) == 0 {
+		w.systemdFlag = true
 	}
-	if w.sandbox() && w.rec.Effective.CPULimited() && w.fix.KnowsFlag(ctx, runsc, cgroupfix.CPUNumFromQuotaKey) {
-		want[cgroupfix.CPUNumFromQuotaKey] = "true"
-	}
-	if len(want) == 0 {
+	if !w.fix.Config.AddRunscFlags || w.path.Driver != cgroupfix.DriverSystemd || w.systemdFlag {
 		return nil
 	}
-	out, changed, err := cgroupfix.SetRunscFlags(body, want)
+	if w.fix.KnowsFlag(ctx, w.rec.Runsc, cgroupfix.SystemdCgroupKey) {
+		w.flags[cgroupfix.SystemdCgroupKey] = "true"
+		w.systemdFlag = true
+	} else {
+		w.rec.Warnings = append(w.rec.Warnings, fmt.Sprintf("%s does not know --%s: placement relies on the move", w.rec.Runsc, cgroupfix.SystemdCgroupKey))
+	}
+	return nil
+}
+
+// writeOptions gives the container a copy of its runsc options with the
+// flags loadOptions and BeforeCreate chose, kept in the bundle.
+func (w *work) writeOptions() error {
+	if !w.optsKnown || len(w.flags) == 0 {
+		return nil
+	}
+	out, changed, err := cgroupfix.SetRunscFlags(w.optsBody, w.flags)
 	if err != nil {
-		return fmt.Errorf("runsc options %s of %s: %w", opts.ConfigPath, w.req.ID, err)
+		return fmt.Errorf("runsc options %s of %s: %w", w.opts.ConfigPath, w.req.ID, err)
 	}
 	if len(changed) == 0 {
 		return nil
@@ -293,6 +338,7 @@ func (w *work) fixOptions(ctx context.Context) error {
 	if err := atomicfile.Write(path, out, 0o600); err != nil {
 		return err
 	}
+	opts := proto.Clone(w.opts).(*runtimeoptions.Options)
 	opts.ConfigPath = path
 	v, err := proto.Marshal(opts)
 	if err != nil {
@@ -305,10 +351,39 @@ func (w *work) fixOptions(ctx context.Context) error {
 	w.req.Options = &anypb.Any{TypeUrl: typeURL, Value: v}
 	w.rec.RunscFlags = map[string]string{}
 	for _, k := range changed {
-		w.rec.RunscFlags[k] = want[k]
+		w.rec.RunscFlags[k] = w.flags[k]
 	}
 	w.rec.Actions = append(w.rec.Actions, "runsc-flag")
 	return nil
+}
+
+// runscSizesRight reports whether runsc will boot the sandbox with the
+// effective memory limit without the guard writing it into the spec: on
+// cgroup v2 a runsc since release-20231106 reads the leaf's memory.max and,
+// when that says max, its parent's
+// (https://github.com/google/gvisor/issues/9580), so where the sandbox will
+// sit in the pod cgroup and that read already gives the effective limit,
+// the node is right and the guard leaves the spec alone. An unknown runsc
+// release is never taken as right.
+func (w *work) runscSizesRight(ctx context.Context) bool {
+	if w.h.Version != cgroupfix.V2 || !w.rec.Effective.MemoryLimited() || w.rec.Runsc == "" {
+		return false
+	}
+	rel := w.fix.Release(ctx, w.rec.Runsc)
+	placed := w.path.Driver == cgroupfix.DriverCgroupfs || w.systemdFlag || rel >= cgroupfix.ReleaseSystemdAuto
+	if rel < cgroupfix.ReleaseParentLimit || !placed {
+		return false
+	}
+	reads, err := w.h.ReadLimits(w.path.Dir)
+	if err != nil {
+		return false
+	}
+	if !reads.MemoryLimited() {
+		if reads, err = w.h.ReadLimits(filepath.Dir(w.path.Dir)); err != nil {
+			return false
+		}
+	}
+	return reads.MemoryBytes == w.rec.Effective.MemoryBytes
 }
 
 // decodeOptions returns the CRI runtime options of a Create; ok is false

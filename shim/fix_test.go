@@ -45,10 +45,11 @@ type fakeHost struct {
 	props      map[string][]dbus.Property
 	failMove   bool
 	moveIgnore bool
+	release    int // what `runsc --version` says; Debian's by default
 }
 
 func newFakeHost(t *testing.T, podMax string) *fakeHost {
-	h := &fakeHost{t: t, cgroups: t.TempDir(), proc: t.TempDir(), props: map[string][]dbus.Property{}}
+	h := &fakeHost{t: t, cgroups: t.TempDir(), proc: t.TempDir(), props: map[string][]dbus.Property{}, release: 20221219}
 	h.write(h.cgroups, "cgroup.controllers", "cpuset cpu io memory pids\n")
 	for _, d := range []string{"/kubepods.slice", "/kubepods.slice/kubepods-burstable.slice", "/system.slice"} {
 		h.write(h.cgroups, d+"/memory.max", "max\n")
@@ -125,6 +126,7 @@ func (h *fakeHost) fixFor(policy Policy, knows bool) *SandboxFix {
 		Config:    Config{Policy: policy, AddRunscFlags: true, CgroupRoot: h.cgroups, ProcRoot: h.proc},
 		Systemd:   func(context.Context) (cgroupfix.Systemd, func(), error) { return h, func() {}, nil },
 		KnowsFlag: func(context.Context, string, string) bool { return knows },
+		Release:   func(context.Context, string) int { return h.release },
 		Now:       func() time.Time { return time.Unix(0, 0) },
 	}
 }
@@ -313,6 +315,47 @@ func TestSandboxFixNothingToDo(t *testing.T) {
 	r := readRecord(t, b)
 	if len(r.Actions) != 0 || r.Outcome != "ok" || len(r.Warnings) != 0 {
 		t.Errorf("record actions %v outcome %s warnings %v; want none, ok, none", r.Actions, r.Outcome, r.Warnings)
+	}
+}
+
+// TestSandboxFixNewRunsc: a runsc that reads the parent's memory.max, with
+// systemd-cgroup on, sizes the sandbox right by itself: the guard leaves the
+// spec and the options alone, unless an ancestor above the pod (node
+// allocatable on kubepods.slice) is tighter than what runsc reads, or the
+// runsc release is unknown.
+func TestSandboxFixNewRunsc(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		release     int
+		kubepodsMax string
+		wantActions []string
+		wantSpec    uint64
+	}{
+		{"right already", 20260905, "max", []string{}, 0},
+		{"node allocatable tighter", 20260905, "134217728", []string{"spec-limit"}, 134217728},
+		{"unknown release", 0, "max", []string{"spec-limit"}, limit256},
+		{"before the parent fix", 20231009, "max", []string{"spec-limit"}, limit256},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t, "268435456")
+			h.release = tc.release
+			h.write(h.cgroups, "/kubepods.slice/memory.max", tc.kubepodsMax+"\n")
+			tb, b := setup(t, h, h.fixFor(PolicyEnforce, true), 0, podSlice+"/cri-containerd-"+sandboxID+".scope", limit256)
+			opts, _ := optionsAny(t, tb.dir, "[runsc_config]\n  systemd-cgroup = \"true\"\n")
+			if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b, Options: opts}); err != nil {
+				t.Fatalf("Create: %v", err)
+			}
+			spec, _ := readSpec(b)
+			if got := specMemory(spec); got != tc.wantSpec {
+				t.Errorf("config.json memory limit = %d, want %d", got, tc.wantSpec)
+			}
+			if got := tb.fakes["d1"].last().req.(*taskAPI.CreateTaskRequest).Options; !proto.Equal(got, opts) {
+				t.Errorf("delegate options = %v, want the original %v", got, opts)
+			}
+			if r := readRecord(t, b); !cmp.Equal(tc.wantActions, r.Actions) {
+				t.Errorf("record actions = %v, want %v", r.Actions, tc.wantActions)
+			}
+		})
 	}
 }
 
