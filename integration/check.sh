@@ -8,13 +8,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf '[check %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-# Go comes with the machine (/usr/local/go); Debian 12's golang-go (1.19)
-# is too old to build this module or to fetch the toolchain go.mod names.
-export PATH=$PATH:/usr/local/go/bin
-command -v go > /dev/null || {
-	echo "check.sh: Go >= 1.21 is needed on PATH (go.mod asks for $(sed -n 's/^go //p' go.mod))" >&2
-	exit 1
-}
+# shellcheck source=integration/ensure-go.sh
+. integration/ensure-go.sh
+ensure_go
+if ! command -v make > /dev/null; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make > /dev/null
+fi
 
 start=$SECONDS
 if grep -q '^test:' Makefile 2> /dev/null; then
