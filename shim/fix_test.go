@@ -443,3 +443,74 @@ func TestSandboxFixUnlimitedPod(t *testing.T) {
 		t.Errorf("record effective %d annotation %+v; want unlimited, annotation 256Mi recorded", r.Effective.MemoryBytes, r.Annotation)
 	}
 }
+
+// TestSandboxFixCgroupfsLeaf: with the cgroupfs driver runsc applies the
+// spec's resources only to a cgroup it creates, so an existing leaf is made
+// to carry the pod limit before runsc reads it.
+func TestSandboxFixCgroupfsLeaf(t *testing.T) {
+	const pod = "/kubepods/burstable/podU1"
+	h := newFakeHost(t, "max")
+	h.write(h.cgroups, pod+"/memory.max", "268435456\n")
+	h.write(h.cgroups, pod+"/"+sandboxID+"/memory.max", "max\n")
+	tb := newTestBed(t, map[string]string{sandboxID: "d1"}, h.fixFor(PolicyEnforce, true))
+	b := sandboxBundle(t, tb, sandboxID, pod+"/"+sandboxID, 0)
+	tb.fakes["d1"].onCreate = func(*taskAPI.CreateTaskRequest) { h.runsc(b, pod+"/"+sandboxID, limit256) }
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	got, _ := os.ReadFile(filepath.Join(h.cgroups, pod, sandboxID, "memory.max"))
+	if strings.TrimSpace(string(got)) != "268435456" {
+		t.Errorf("leaf memory.max = %q, want 268435456", got)
+	}
+	r := readRecord(t, b)
+	if diff := cmp.Diff([]string{"spec-limit", "leaf-limit"}, r.Actions); diff != "" || !r.LeafLimitWritten {
+		t.Errorf("record actions (-want +got):\n%s (leaf_limit_written %v)", diff, r.LeafLimitWritten)
+	}
+	if len(h.units) != 0 {
+		t.Errorf("systemd units started for a cgroupfs pod: %v", h.units)
+	}
+}
+
+// TestAppContainerGofer: old runsc leaves an app container's gofer in
+// containerd.service (testbed-notes §8). The guard moves that gofer alone
+// into a scope in the pod slice, never containerd's other processes, and
+// puts no memory limit on it (the pod slice's applies).
+func TestAppContainerGofer(t *testing.T) {
+	const appID = "app0123456789"
+	h := newFakeHost(t, "268435456")
+	tb := newTestBed(t, map[string]string{appID: "d1"}, h.fixFor(PolicyEnforce, true))
+	b := sandboxBundle(t, tb, appID, "kubepods-burstable-podU1.slice:cri-containerd:"+appID, 0)
+	raw, _ := os.ReadFile(filepath.Join(b, "config.json"))
+	raw = []byte(strings.Replace(string(raw), `"io.kubernetes.cri.container-type":"sandbox"`, `"io.kubernetes.cri.container-type":"container"`, 1))
+	os.WriteFile(filepath.Join(b, "config.json"), raw, 0o600)
+	tb.fakes["d1"].onCreate = func(*taskAPI.CreateTaskRequest) {
+		const shared = "/system.slice/containerd.service"
+		h.procAt(goferPID, shared, "runsc-gofer", "gofer", "--bundle="+b)
+		h.procAt(shimPID, shared, "containerd-shim-runsc-v1")
+		h.write(h.cgroups, shared+"/cgroup.procs", fmt.Sprintf("%d\n%d\n", shimPID, goferPID))
+	}
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: appID, Bundle: b}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if diff := cmp.Diff([]string{"runsc-guard-" + appID + ".scope"}, h.units); diff != "" {
+		t.Fatalf("systemd units (-want +got):\n%s", diff)
+	}
+	for _, p := range h.props[h.units[0]] {
+		switch p.Name {
+		case "PIDs":
+			if diff := cmp.Diff([]uint32{goferPID}, p.Value.Value().([]uint32)); diff != "" {
+				t.Errorf("moved pids (-want +got):\n%s", diff)
+			}
+		case "MemoryMax":
+			t.Errorf("app gofer scope has MemoryMax %v, want none", p.Value)
+		case "Slice":
+			if got := p.Value.Value().(string); got != "kubepods-burstable-podU1.slice" {
+				t.Errorf("scope slice = %q, want the pod slice", got)
+			}
+		}
+	}
+	spec, _ := readSpec(b)
+	if got := specMemory(spec); got != 0 {
+		t.Errorf("app container spec got a memory limit %d; only the sandbox's is edited", got)
+	}
+}
