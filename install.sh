@@ -177,8 +177,17 @@ done
 	die "containerd is not active after the restart: journalctl -u containerd; restore the backup to undo"
 echo "containerd restarted"
 if command -v crictl >/dev/null && [[ $uninstall -eq 0 ]]; then
-	crictl info 2>/dev/null | grep -q 'io.containerd.runsc-guard.v1' ||
-		die "crictl info does not list a io.containerd.runsc-guard.v1 handler after the restart"
+	# The CRI plugin answers some seconds after the unit is active.
+	listed=0
+	for _ in $(seq 60); do
+		if crictl info 2>/dev/null | grep -q 'io.containerd.runsc-guard.v1'; then
+			listed=1
+			break
+		fi
+		sleep 1
+	done
+	[[ $listed -eq 1 ]] ||
+		die "crictl info does not list a io.containerd.runsc-guard.v1 handler 60 s after the restart"
 	echo "crictl info lists the guard's handler"
 fi
 doctor=("$guard" doctor --config "$config" --cgroup-root "$cgroup_root")

@@ -9,6 +9,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -85,6 +86,52 @@ type scenarioCase struct {
 	scenario, name string
 	f              facts
 	problems       []string
+	// outcome, when set by the scenario's test, replaces the OUTCOME the
+	// report derives from the facts (for outcomes only the test can name).
+	outcome string
+}
+
+// dir is the case's results directory (guest/lib.sh CASE_DIR).
+func (c *scenarioCase) dir() string { return filepath.Join(resultsDir, c.scenario, c.name) }
+
+// guardRecord is the part of the guard's decision record
+// (runsc-guard.json, cgroupfix.Record) the scenarios assert on. It is
+// decoded here from the JSON, not through cgroupfix, so the tests hold the
+// guard to the file format operators read.
+type guardRecord struct {
+	Actions         []string          `json:"actions"`
+	Outcome         string            `json:"outcome"`
+	PodCgroup       string            `json:"pod_cgroup"`
+	TotalMemory     int64             `json:"total_memory"`
+	SpecLimitBefore int64             `json:"spec_limit_before"`
+	SpecLimitAfter  int64             `json:"spec_limit_after"`
+	RunscFlags      map[string]string `json:"runsc_flags"`
+	PlacementBefore []recordProc      `json:"placement_before"`
+	PlacementAfter  []recordProc      `json:"placement_after"`
+	Warnings        []string          `json:"warnings"`
+	Error           string            `json:"error"`
+}
+
+type recordProc struct {
+	PID    int    `json:"pid"`
+	Argv0  string `json:"argv0"`
+	Cgroup string `json:"cgroup"`
+}
+
+// record reads the sandbox's guard record the guest copied out of the
+// bundle (guest/lib.sh record_guard); nil when there is none.
+func (c *scenarioCase) record(t *testing.T) *guardRecord {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.dir(), "runsc-guard.json"))
+	if err != nil {
+		return nil
+	}
+	var r guardRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		c.check(t, false, "runsc-guard.json does not parse: %v", err)
+		return nil
+	}
+	return &r
 }
 
 // check records a failed expectation on the case and the test.

@@ -24,7 +24,7 @@ for lib in common host binaries image vm; do
 	. "$TB/lib/$lib.sh"
 done
 
-ALL_SCENARIOS="1 2 3 5 6 4 7" # grouped by containerd configuration
+ALL_SCENARIOS="1 2 3 5 6 8 9 4 7" # grouped by containerd configuration
 CACHE=${RUNSC_GUARD_CACHE:-/var/cache/runsc-guard}
 RUN_DIR=${RUNSC_GUARD_RUN_DIR:-$CACHE/run}
 VM_MEM=${RUNSC_GUARD_VM_MEM:-4096}
@@ -33,9 +33,10 @@ BOOT_TIMEOUT=300     # boot to the first scenario, and poweroff
 
 # scenarios: the selected scenario numbers, in run order. Names are
 # accepted too: red green variants cgroupfs never-tighter transparency
-# containerd2 (make demo asks for "red,green").
+# containerd2 move install (make demo asks for "red,green").
 scenarios() {
-	local s want=${SCENARIOS:-all} names=(all red green variants cgroupfs never-tighter transparency containerd2) i
+	local s want=${SCENARIOS:-all} i
+	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install)
 	want=" ${want//,/ } "
 	for i in "${!names[@]}"; do
 		want=${want// ${names[$i]} / $i }
@@ -49,13 +50,16 @@ scenarios() {
 	done
 }
 
-# stage_share: the per-run 9p share: guest scripts, guard binary, the
-# scenario list and time limits; results/ comes back.
+# stage_share: the per-run 9p share: guest scripts, guard binary and
+# install.sh (laid out as in the repository, so install.sh finds the
+# binary in bin/ by default), the scenario list and time limits; results/
+# comes back.
 stage_share() {
 	SHARE=$RUN_DIR/share
 	rm -rf "$SHARE"
 	mkdir -p "$SHARE/bin" "$SHARE/results"
 	cp -a "$TB/guest" "$SHARE/guest"
+	cp "$REPO/install.sh" "$SHARE/"
 	[ "$GUARD_STATUS" = built ] && cp "$GUARD_BIN" "$SHARE/bin/"
 	echo "$SELECTED" > "$SHARE/scenarios"
 	echo "$SCENARIO_TIMEOUT" > "$SHARE/scenario-timeout"
@@ -68,6 +72,16 @@ guest_timings() {
 	printf '%-28s %4ss\n' "  boot to first scenario" "$(cut -d. -f1 "$SHARE/results/boot-uptime" 2> /dev/null)"
 	for s in $SELECTED; do
 		printf '%-28s %4ss\n' "  scenario $s" "$(sed -n 's/^seconds=//p' "$SHARE/results/$s/status" 2> /dev/null)"
+	done
+}
+
+# print_samples: where the command outputs the scenarios kept for the
+# README are (results/<scenario>/samples/).
+print_samples() {
+	local f
+	for f in "$SHARE"/results/*/samples/*.txt; do
+		[ -e "$f" ] || continue
+		log "sample output: $f"
 	done
 }
 
@@ -131,6 +145,7 @@ main() {
 	fi
 	guest_timings >> "$TIMINGS"
 	sed 's/^/  /' "$TIMINGS" >&2
+	print_samples
 	assert
 }
 

@@ -16,6 +16,8 @@ IMAGE_TAR=/var/lib/testbed/bbpause.tar
 MiB=1048576
 LIMIT=$((256 * MiB)) # every workload's memory limit: 256Mi
 GUARD_BIN=/usr/local/bin/containerd-shim-runsc-guard-v1
+GUARD_CONFIG=/etc/containerd/runsc-guard.toml # read by the guard at every start
+TOOLS=/opt/testbed # the read-only tools disk: runsc-new, the gVisor shim, ...
 CTRD_STATE=/run/containerd # the 1.6 default; 2.x uses its own (use_containerd)
 
 # The seed's two workloads, for busybox sh (no bash or python in the image).
@@ -64,12 +66,7 @@ end_case() { fact seconds $(($(date +%s) - CASE_START)); }
 # setup_guest: one-time preparation after boot (main.sh).
 setup_guest() {
 	local b
-	for b in runsc-new containerd-shim-runsc-v1 containerd2 ctr2 crictl; do
-		ln -sf "/opt/testbed/$b" "/usr/local/bin/$b"
-	done
-	if [ -x "$SHARE/bin/containerd-shim-runsc-guard-v1" ]; then
-		install -m 0755 "$SHARE/bin/containerd-shim-runsc-guard-v1" "$GUARD_BIN"
-	fi
+	reset_node
 	# Old runsc, given a slice path without systemd-cgroup, creates
 	# system.slice/<path> and writes every root controller (hugetlb, rdma,
 	# misc too) into system.slice's subtree_control, which fails with
@@ -80,6 +77,38 @@ setup_guest() {
 	done
 	write_runsc_options
 	printf 'runtime-endpoint: unix:///run/containerd/containerd.sock\nimage-endpoint: unix:///run/containerd/containerd.sock\ntimeout: 180\n' > /etc/crictl.yaml
+}
+
+# reset_node: the node as every scenario starts on it (main.sh calls it
+# before each one, so a scenario that changes it cannot leak): the test-bed
+# binaries on PATH, the guard installed, the guard on its defaults.
+reset_node() {
+	local b
+	for b in runsc-new containerd-shim-runsc-v1 containerd2 ctr2 crictl; do
+		rm -f "/usr/local/bin/$b"
+		ln -s "$TOOLS/$b" "/usr/local/bin/$b"
+	done
+	if [ -x "$SHARE/bin/containerd-shim-runsc-guard-v1" ]; then
+		install -m 0755 "$SHARE/bin/containerd-shim-runsc-guard-v1" "$GUARD_BIN"
+	fi
+	rm -f "$GUARD_CONFIG"
+}
+
+# guard_config LINE...: writes the guard's configuration file.
+guard_config() {
+	printf '%s\n' "$@" > "$GUARD_CONFIG"
+}
+
+# plain_node_shim: makes the containerd-shim-runsc-v1 on PATH one that
+# containerd 1.6 can start, as on a node whose gVisor shim is of 1.6's era:
+# the compat wrapper (image/overlay) around the 2026 shim. A handler can
+# then use gVisor's own runtime_type, io.containerd.runsc.v1, the one
+# install.sh switches. reset_node undoes it.
+plain_node_shim() {
+	rm -f /usr/local/bin/containerd-shim-runsc-v1
+	sed "s|^REAL=.*|REAL=$TOOLS/containerd-shim-runsc-v1|" /usr/local/bin/containerd-shim-runsc-compat-v1 \
+		> /usr/local/bin/containerd-shim-runsc-v1
+	chmod 0755 /usr/local/bin/containerd-shim-runsc-v1
 }
 
 vm_ram() { echo $(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 1024)); }
@@ -107,6 +136,7 @@ write_runsc_options() {
 # Runtime handlers, as NAME:ROLE:OPTIONS (options file runsc-OPTIONS.toml):
 #   stock-*  the gVisor shim as shipped (on 1.6 through the compat wrapper)
 #   guard-*  the same options behind runsc-guard
+# A scenario may set HANDLERS to its own list before use_containerd.
 HANDLERS="stock-deb:stock:deb stock-new:stock:new stock-deb-sd:stock:deb-sd
 guard-deb:guard:deb guard-deb-sd:guard:deb-sd guard-new:guard:new guard-new-sd:guard:new-sd"
 
@@ -117,12 +147,23 @@ runtime_type() {
 	# containerd 1.6 cannot parse the 2026 shim's JSON start reply; the
 	# compat wrapper converts it (testbed-notes §5a). 2.x parses it.
 	stock) [ "$1" = 1.6 ] && echo io.containerd.runsc-compat.v1 || echo io.containerd.runsc.v1 ;;
+	# gVisor's own runtime type, as on a real node (see plain_node_shim).
+	node) echo io.containerd.runsc.v1 ;;
 	esac
 }
 
-# handler_runsc HANDLER: the runsc column of the report.
+# handler_field HANDLER JQ: a field of the handler as the running
+# containerd reports it (crictl info), e.g. .runtimeType.
+handler_field() {
+	crictl info 2> /dev/null | jq -r --arg h "$1" ".config.containerd.runtimes[\$h]$2 // empty"
+}
+
+# handler_runsc HANDLER: the runsc column of the report, from the name
+# of the handler's options file (runsc-OPTIONS.toml) or else its own.
 handler_runsc() {
-	case $1 in
+	local opts
+	opts=$(basename "$(handler_field "$1" .options.ConfigPath)" .toml)
+	case ${opts:-$1} in
 	*-deb) echo "debian-20221219" ;;
 	*-deb-sd) echo "debian-20221219+sd" ;;
 	*-new) echo "gvisor-20260905" ;;
@@ -415,14 +456,47 @@ record_sandbox() {
 	SANDBOX_PEAK=
 }
 
-# record_gofers: the cgroups of every runsc process of the pod, after the
-# app container was created (its gofer exists from then on).
+# record_gofers KEY: the cgroups of every runsc process of the pod, as fact
+# KEY ("argv0=cgroup ...").
 record_gofers() {
 	local pid name cgs=""
 	while read -r pid name; do
 		cgs="$cgs $name=$(cgroup_of "$pid")"
 	done < <(procs_of "$POD_ID" "$CTR_ID")
-	fact runsc_process_cgroups "${cgs# }"
+	fact "$1" "${cgs# }"
+}
+
+# rss_of NAME: "KIB COUNT": the summed resident memory of the processes
+# whose argv[0] is NAME (a path or a name), and how many there are.
+rss_of() {
+	ps -eo rss=,args= | awk -v n="$1" '{ k = split($2, a, "/") } a[k] == n { s += $1; c++ }
+		END { printf "%d %d\n", s, c }'
+}
+
+# record_shim_rss: the resident memory of the guard and of the runsc shims,
+# while only the current pod runs (facts rss_*_kb, procs_*).
+record_shim_rss() {
+	local kb n
+	read -r kb n < <(rss_of containerd-shim-runsc-guard-v1)
+	fact rss_guard_kb "$kb"
+	fact procs_guard "$n"
+	read -r kb n < <(rss_of containerd-shim-runsc-v1)
+	fact rss_runsc_shim_kb "$kb"
+	fact procs_runsc_shim "$n"
+}
+
+# sample NAME CMD...: runs CMD, keeps the command line and its output
+# (stdout and stderr) as results/<scenario>/samples/NAME.txt, for the
+# README to quote, and its exit status as fact NAME_rc.
+sample() {
+	local name=$1 file=$RESULTS/$SCENARIO/samples/$1.txt rc
+	shift
+	mkdir -p "${file%/*}"
+	echo "\$ ${1##*/}${2:+ ${*:2}}" > "$file"
+	"$@" >> "$file" 2>&1
+	rc=$?
+	echo "(exit status $rc)" >> "$file"
+	fact "${name//-/_}_rc" $rc
 }
 
 sample_sandbox_peak() {
@@ -498,13 +572,23 @@ remove_all_pods() {
 # ---------------------------------------------------------- one case --
 
 # case_facts HANDLER DRIVER: the facts that describe the set-up of a case.
+# The runtime (guard or stock) is what containerd runs for the handler.
 case_facts() {
+	local rt
+	rt=$(handler_field "$1" .runtimeType)
 	fact handler "$1"
 	fact runsc "$(handler_runsc "$1")"
-	fact runtime "${1%%-*}"
+	fact runtime_type "$rt"
+	case $rt in
+	io.containerd.runsc-guard.v1) fact runtime guard ;;
+	"") fact runtime "${1%%-*}" ;;
+	*) fact runtime stock ;;
+	esac
 	fact containerd "$(crictl version | awk '/RuntimeVersion/ {print $2}')"
 	fact driver "$2"
 	fact vm_ram "$(vm_ram)"
+	[ -s "$GUARD_CONFIG" ] && fact guard_config "$(cat "$GUARD_CONFIG")"
+	return 0
 }
 
 # run_workload CASE HANDLER WORKLOAD [KEY=VALUE...]: the whole kubelet-like
@@ -515,10 +599,15 @@ case_facts() {
 #   pod_resources=JSON       LinuxPodSandboxConfig.resources (default: ctr_limit)
 #   overhead=JSON            LinuxPodSandboxConfig.overhead (RuntimeClass)
 #   wait=SECONDS             how long the workload may run (default 300)
+#   before_start=CMD         run after CreateContainer, before StartContainer
+#   after_start=CMD          run right after StartContainer succeeded
+#   keep=1                   leave the pod running (and the case open): the
+#                            scenario ends it with end_workload
 run_workload() {
 	local case=$1 handler=$2 cmd=$3
 	shift 3
-	local driver=systemd pod_limit=$LIMIT ctr_limit=$LIMIT pod_resources="" overhead=null wait=300 kv
+	local driver=systemd pod_limit=$LIMIT ctr_limit=$LIMIT pod_resources="" overhead=null wait=300
+	local before_start=: after_start=: keep=0 kv
 	for kv in "$@"; do local "$kv"; done
 	[ -n "$pod_resources" ] || pod_resources="{\"memory_limit_in_bytes\": $ctr_limit}"
 	[ "$ctr_limit" = 0 ] && [ "$pod_resources" = '{"memory_limit_in_bytes": 0}' ] && pod_resources=null
@@ -533,18 +622,35 @@ run_workload() {
 		record_sandbox
 		record_guard
 		if create_ctr app "$ctr_limit" "$cmd"; then
-			record_gofers
-			start_ctr "$CTR_ID" && wait_ctr "$CTR_ID" "$wait"
-			fact finished $?
+			record_gofers runsc_process_cgroups
+			$before_start
+			local rc=1
+			if start_ctr "$CTR_ID"; then
+				# Where runsc put what it started with the container
+				# (old runsc starts an app container's gofer only now).
+				record_gofers runsc_process_cgroups_started
+				$after_start
+				wait_ctr "$CTR_ID" "$wait"
+				rc=$?
+			fi
+			fact finished $rc
 			record_outcome "$CTR_ID"
 		fi
 		record_guard
 	fi
+	[ "$keep" = 1 ] || end_workload
+}
+
+# end_workload: ends the case run_workload started: the kernel's OOM lines
+# and the guard's log lines of the case, then the pod removed.
+end_workload() {
 	dmesg | grep -iE 'out of memory|oom-kill|killed process' > "$CASE_DIR/dmesg-oom.txt"
 	dmesg -C
+	journalctl -q --no-pager -u containerd -u containerd2 --since "@$CASE_START" |
+		grep -i guard > "$CASE_DIR/guard-log.txt"
 	remove_pod
 	end_case
-	say "  -> $(grep -E '^(sandbox_cgroup|total_memory|reason|survived|pod_peak)=' "$FACTS" | tr '\n' ' ')"
+	say "  -> $(grep -E '^(sandbox_cgroup|total_memory|reason|survived|pod_peak|start_error)=.' "$FACTS" | tr '\n' ' ')"
 }
 
 # requires_guard: skips the scenario (recorded) when no guard binary came.

@@ -11,6 +11,7 @@ cut -d' ' -f1 /proc/uptime > "$RESULTS/boot-uptime"
 per_scenario=$(cat $SHARE/scenario-timeout)
 for s in $(cat $SHARE/scenarios); do
 	mkdir -p "$RESULTS/$s"
+	reset_node
 	t0=$SECONDS
 	say "scenario $s: start"
 	timeout -k 10 "$per_scenario" bash $GUEST/scenario.sh "$s" > "$RESULTS/$s/log.txt" 2>&1

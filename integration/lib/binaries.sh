@@ -6,6 +6,9 @@
 GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
 CONTAINERD_VERSION=v2.4.2
 CRICTL_VERSION=v1.37.0
+# The release name runsc-new reports: the gVisor release of
+# GVISOR_VERSION's date (release-YYYYMMDD.N, as upstream stamps it).
+RUNSC_NEW_RELEASE=release-20260905.0
 
 # tools_paths: sets TOOLS_DIR and TOOLS_IMG from the key of the inputs.
 tools_paths() {
@@ -45,8 +48,12 @@ tools_build() {
 	rm -rf "$tmp"
 	mkdir -p "$tmp/bin" "$tmp/gobin"
 	# runsc must be static: the sandbox re-execs /proc/self/exe inside an
-	# empty chroot with no ld.so (testbed-notes §5b).
-	go_bin runsc-new gvisor.dev/gvisor/runsc@$GVISOR_VERSION -ldflags='-s -w' || return
+	# empty chroot with no ld.so (testbed-notes §5b). `go install` leaves
+	# the version unset (VERSION_MISSING); stamp it as a release build is,
+	# since the guard and doctor read the release date from
+	# `runsc --version` to tell which upstream fixes a runsc has.
+	go_bin runsc-new gvisor.dev/gvisor/runsc@$GVISOR_VERSION \
+		-ldflags="-s -w -X gvisor.dev/gvisor/runsc/version.version=$RUNSC_NEW_RELEASE" || return
 	# The real 2026 gVisor shim: the guard's delegate.
 	go_bin containerd-shim-runsc-v1 gvisor.dev/gvisor/shim@$GVISOR_VERSION -ldflags='-s -w' || return
 	# containerd 2.x for scenario 7 (testbed-notes §12); btrfs needs cgo.

@@ -3,6 +3,8 @@
 # and behind the guard (2026 runsc, which needs no fix): run, exec, logs,
 # a non-zero exit, stop, remove, and an OOM kill. Exit codes, reasons and
 # outputs must be the same, and nothing may be left running afterwards.
+# Also measures what the guard costs: the resident memory of the guard and
+# of the runsc shims serving a pod.
 scenario() {
 	requires_guard
 	use_containerd 1.6 systemd
@@ -25,6 +27,7 @@ lifecycle() {
 	case_facts "$2" systemd
 	POD_UID=$(cat /proc/sys/kernel/random/uuid)
 	pod_cgroup_systemd "$POD_UID" $((512 * MiB))
+	fact pod_cgroup "$POD_CG"
 	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $((512 * MiB))}" || { remove_pod; end_case; return; }
 	record_sandbox
 	record_guard
@@ -37,6 +40,8 @@ lifecycle() {
 	fact exec_output "$out"
 	fact exec_exit_code "$(sed -n 's/.*command terminated with exit code \([0-9]*\).*/\1/p' "$CASE_DIR/exec.err")"
 	fact logs "$(crictl logs "$main" 2>&1 | tr '\n' ' ')"
+	# Two containers (pause + main) running, no other pod on the node.
+	record_shim_rss
 	crictl stop -t 10 "$main" > /dev/null 2>&1
 	fact stopped_state "$(ctr_field "$main" .status.state)"
 	fact stopped_exit_code "$(ctr_field "$main" .status.exitCode)"
