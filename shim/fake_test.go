@@ -34,6 +34,7 @@ type fakeTask struct {
 	name     string
 	onShut   func()
 	onCreate func(*taskAPI.CreateTaskRequest)
+	onStart  func(*taskAPI.StartRequest)
 	mu       sync.Mutex
 	calls    []call
 	creates  int
@@ -83,6 +84,9 @@ func (f *fakeTask) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*t
 func (f *fakeTask) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	if err := f.record(ctx, "Start", r.ID, r); err != nil {
 		return nil, err
+	}
+	if f.onStart != nil {
+		f.onStart(r)
 	}
 	return &taskAPI.StartResponse{Pid: 101}, nil
 }

@@ -432,7 +432,7 @@ func (w *work) after(ctx context.Context, _ *taskAPI.CreateTaskResponse) error {
 
 	misplaced := outside(w.rec.PodCgroup, procs)
 	if len(misplaced) > 0 {
-		if err := w.move(ctx, misplaced); err != nil {
+		if err := w.move(ctx, misplaced, w.req.ID); err != nil {
 			return w.fail(ctx, err)
 		}
 		after, err := w.recheck(procs)
@@ -449,6 +449,54 @@ func (w *work) after(ctx context.Context, _ *taskAPI.CreateTaskResponse) error {
 		// pod cgroup), but gVisor's MemTotal is wrong: a move cannot fix
 		// --total-memory (testbed-notes §11).
 		w.rec.Warnings = append(w.rec.Warnings, fmt.Sprintf("runsc booted with --total-memory=%d above the pod limit %d", w.rec.TotalMemory, w.rec.Effective.MemoryBytes))
+	}
+	w.finish(ctx)
+	return nil
+}
+
+// AfterStart checks the gofers of a container the runsc shim started: old
+// runsc starts an app container's gofer at start, not at create, and leaves
+// it in the runsc shim's cgroup (system.slice/containerd.service), outside
+// the pod (testbed-notes §8). Misplaced gofers move into a scope of their own
+// under the pod, as at Create. Containers the guard made no record for at
+// Create (not CRI, no cgroupsPath) are left alone.
+func (s *SandboxFix) AfterStart(ctx context.Context, id, bundle string) error {
+	b, err := os.ReadFile(filepath.Join(bundle, cgroupfix.RecordFile))
+	if err != nil {
+		return nil
+	}
+	rec := &cgroupfix.Record{}
+	if err := json.Unmarshal(b, rec); err != nil || rec.CgroupsPath == "" || rec.PodCgroup == "" {
+		return nil
+	}
+	w := &work{fix: s, req: &taskAPI.CreateTaskRequest{ID: id, Bundle: bundle}, rec: rec}
+	if w.path, err = cgroupfix.ParseCgroupsPath(rec.CgroupsPath); err != nil {
+		return nil
+	}
+	v, err := cgroupfix.DetectVersion(s.Config.CgroupRoot)
+	if err != nil {
+		return w.fail(ctx, fmt.Errorf("detect cgroup version under %s: %w", s.Config.CgroupRoot, err))
+	}
+	w.h = cgroupfix.Hierarchy{Root: s.Config.CgroupRoot, Version: v}
+	gofers, err := cgroupfix.FindGofers(s.Config.ProcRoot, bundle)
+	if err != nil {
+		return w.fail(ctx, fmt.Errorf("find gofers of %s after start: %w", id, err))
+	}
+	misplaced := outside(rec.PodCgroup, gofers)
+	if len(misplaced) == 0 {
+		return nil
+	}
+	rec.PlacementBefore = append(rec.PlacementBefore, misplaced...)
+	if err := w.move(ctx, misplaced, id+"-started"); err != nil {
+		return w.fail(ctx, err)
+	}
+	after, err := w.recheck(misplaced)
+	if err != nil {
+		return w.fail(ctx, err)
+	}
+	rec.PlacementAfter = append(rec.PlacementAfter, after...)
+	if still := outside(rec.PodCgroup, after); len(still) > 0 {
+		return w.fail(ctx, fmt.Errorf("%s still in %s after the move", describe(still), still[0].Cgroup))
 	}
 	w.finish(ctx)
 	return nil
@@ -506,7 +554,7 @@ func (w *work) movePIDs(misplaced []cgroupfix.Proc) ([]int, error) {
 // move puts misplaced processes under the pod cgroup: into a transient
 // systemd scope under the pod slice, or a cgroupfs leaf under the pod
 // cgroup, carrying the pod limit for the sandbox.
-func (w *work) move(ctx context.Context, misplaced []cgroupfix.Proc) error {
+func (w *work) move(ctx context.Context, misplaced []cgroupfix.Proc, name string) error {
 	pids, err := w.movePIDs(misplaced)
 	if err != nil {
 		return err
@@ -522,13 +570,13 @@ func (w *work) move(ctx context.Context, misplaced []cgroupfix.Proc) error {
 			return fmt.Errorf("move %s into %s: %w", describe(misplaced), w.path.Slice, err)
 		}
 		defer closeConn()
-		unit := cgroupfix.ScopeName(w.req.ID)
+		unit := cgroupfix.ScopeName(name)
 		if err := cgroupfix.MoveToScope(ctx, conn, unit, filepath.Base(w.rec.PodCgroup), pids, limit); err != nil {
 			return fmt.Errorf("move %s into %s/%s: %w", describe(misplaced), w.rec.PodCgroup, unit, err)
 		}
 		return nil
 	}
-	dir := filepath.Join(w.rec.PodCgroup, strings.TrimSuffix(cgroupfix.ScopeName(w.req.ID), ".scope"))
+	dir := filepath.Join(w.rec.PodCgroup, strings.TrimSuffix(cgroupfix.ScopeName(name), ".scope"))
 	if err := cgroupfix.MoveToCgroupfs(w.h, dir, pids, limit); err != nil {
 		return fmt.Errorf("move %s into %s: %w", describe(misplaced), dir, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -471,31 +472,35 @@ func TestSandboxFixCgroupfsLeaf(t *testing.T) {
 	}
 }
 
-// TestAppContainerGofer: old runsc leaves an app container's gofer in
-// containerd.service (testbed-notes §8). The guard moves that gofer alone
-// into a scope in the pod slice, never containerd's other processes, and
-// puts no memory limit on it (the pod slice's applies).
-func TestAppContainerGofer(t *testing.T) {
-	const appID = "app0123456789"
-	h := newFakeHost(t, "268435456")
-	tb := newTestBed(t, map[string]string{appID: "d1"}, h.fixFor(PolicyEnforce, true))
-	b := sandboxBundle(t, tb, appID, "kubepods-burstable-podU1.slice:cri-containerd:"+appID, 0)
+// appBundle writes a CRI app container bundle of the sandbox's pod.
+func appBundle(t *testing.T, tb *testBed, id string) string {
+	t.Helper()
+	b := sandboxBundle(t, tb, id, "kubepods-burstable-podU1.slice:cri-containerd:"+id, 0)
 	raw, _ := os.ReadFile(filepath.Join(b, "config.json"))
 	raw = []byte(strings.Replace(string(raw), `"io.kubernetes.cri.container-type":"sandbox"`, `"io.kubernetes.cri.container-type":"container"`, 1))
-	os.WriteFile(filepath.Join(b, "config.json"), raw, 0o600)
-	tb.fakes["d1"].onCreate = func(*taskAPI.CreateTaskRequest) {
-		const shared = "/system.slice/containerd.service"
-		h.procAt(goferPID, shared, "runsc-gofer", "gofer", "--bundle="+b)
-		h.procAt(shimPID, shared, "containerd-shim-runsc-v1")
-		h.write(h.cgroups, shared+"/cgroup.procs", fmt.Sprintf("%d\n%d\n", shimPID, goferPID))
+	if err := os.WriteFile(filepath.Join(b, "config.json"), raw, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: appID, Bundle: b}); err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	if diff := cmp.Diff([]string{"runsc-guard-" + appID + ".scope"}, h.units); diff != "" {
+	return b
+}
+
+// goferInShimCgroup plays old runsc leaving an app container's gofer in
+// the runsc shim's cgroup, which containerd's other processes share.
+func (h *fakeHost) goferInShimCgroup(bundle string) {
+	const shared = "/system.slice/containerd.service"
+	h.procAt(goferPID, shared, "runsc-gofer", "gofer", "--bundle="+bundle)
+	h.procAt(shimPID, shared, "containerd-shim-runsc-v1")
+	h.write(h.cgroups, shared+"/cgroup.procs", fmt.Sprintf("%d\n%d\n", shimPID, goferPID))
+}
+
+// assertGoferMoved checks that only the gofer moved, into unit in the pod
+// slice, with no memory limit of its own.
+func (h *fakeHost) assertGoferMoved(t *testing.T, unit string) {
+	t.Helper()
+	if diff := cmp.Diff([]string{unit}, h.units); diff != "" {
 		t.Fatalf("systemd units (-want +got):\n%s", diff)
 	}
-	for _, p := range h.props[h.units[0]] {
+	for _, p := range h.props[unit] {
 		switch p.Name {
 		case "PIDs":
 			if diff := cmp.Diff([]uint32{goferPID}, p.Value.Value().([]uint32)); diff != "" {
@@ -509,8 +514,62 @@ func TestAppContainerGofer(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestAppContainerGofer: an app container's gofer left in
+// containerd.service at Create moves alone into a scope in the pod slice,
+// never containerd's other processes.
+func TestAppContainerGofer(t *testing.T) {
+	const appID = "app0123456789"
+	h := newFakeHost(t, "268435456")
+	tb := newTestBed(t, map[string]string{appID: "d1"}, h.fixFor(PolicyEnforce, true))
+	b := appBundle(t, tb, appID)
+	tb.fakes["d1"].onCreate = func(*taskAPI.CreateTaskRequest) { h.goferInShimCgroup(b) }
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: appID, Bundle: b}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	h.assertGoferMoved(t, "runsc-guard-"+appID+".scope")
 	spec, _ := readSpec(b)
 	if got := specMemory(spec); got != 0 {
 		t.Errorf("app container spec got a memory limit %d; only the sandbox's is edited", got)
+	}
+}
+
+// TestAppContainerGoferAtStart: Debian's runsc starts an app container's
+// gofer at Start, after the Create check (seen in the VM test bed); the
+// guard checks again after Start and moves it. An exec's Start is not
+// checked.
+func TestAppContainerGoferAtStart(t *testing.T) {
+	const appID = "app0123456789"
+	h := newFakeHost(t, "268435456")
+	tb := newTestBed(t, map[string]string{appID: "d1"}, h.fixFor(PolicyEnforce, true))
+	b := appBundle(t, tb, appID)
+	tb.fakes["d1"].onStart = func(r *taskAPI.StartRequest) {
+		if r.ExecID == "" {
+			h.goferInShimCgroup(b)
+		}
+	}
+	ctx := context.Background()
+	if _, err := tb.guard.Create(ctx, &taskAPI.CreateTaskRequest{ID: appID, Bundle: b}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if len(h.units) != 0 {
+		t.Fatalf("units after Create: %v, want none (no gofer yet)", h.units)
+	}
+	if _, err := tb.guard.Start(ctx, &taskAPI.StartRequest{ID: appID}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	h.assertGoferMoved(t, "runsc-guard-"+appID+"-started.scope")
+	r := readRecord(t, b)
+	if !slices.Contains(r.Actions, "move") || len(r.PlacementAfter) != 1 || !cgroupfix.Within(podSlice, r.PlacementAfter[0].Cgroup) {
+		t.Errorf("record after start: actions %v placement_after %+v", r.Actions, r.PlacementAfter)
+	}
+	h.units = nil
+	h.goferInShimCgroup(b) // misplaced again: an exec's Start must not look
+	if _, err := tb.guard.Start(ctx, &taskAPI.StartRequest{ID: appID, ExecID: "e1"}); err != nil {
+		t.Fatalf("Start(exec): %v", err)
+	}
+	if len(h.units) != 0 {
+		t.Errorf("an exec's Start moved processes: %v", h.units)
 	}
 }

@@ -20,3 +20,10 @@ type CreateHook interface {
 
 // AfterCreate checks (and may repair) a container the runsc shim created.
 type AfterCreate func(ctx context.Context, resp *taskAPI.CreateTaskResponse) error
+
+// StartHook is a CreateHook that also checks containers after the runsc
+// shim started them (not execs). An error makes the guard kill and delete
+// the container and fail the Start.
+type StartHook interface {
+	AfterStart(ctx context.Context, id, bundle string) error
+}

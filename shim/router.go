@@ -48,10 +48,11 @@ type Router struct {
 	// gone (shut down, or its runsc shim exited).
 	empty func()
 
-	mu     sync.Mutex
-	byID   map[string]*delegate
-	byAddr map[string]*delegate
-	last   time.Time
+	mu       sync.Mutex
+	byID     map[string]*delegate
+	byAddr   map[string]*delegate
+	bundleOf map[string]string // container id -> bundle, from Create
+	last     time.Time
 }
 
 var _ taskAPI.TTRPCTaskService = (*Router)(nil)
@@ -60,13 +61,14 @@ var _ taskAPI.TTRPCTaskService = (*Router)(nil)
 // be nil.
 func NewRouter(dial Dialer, bundles string, hook CreateHook, empty func()) *Router {
 	return &Router{
-		dial:    dial,
-		bundles: bundles,
-		hook:    hook,
-		empty:   empty,
-		byID:    map[string]*delegate{},
-		byAddr:  map[string]*delegate{},
-		last:    time.Now(),
+		dial:     dial,
+		bundles:  bundles,
+		hook:     hook,
+		empty:    empty,
+		byID:     map[string]*delegate{},
+		byAddr:   map[string]*delegate{},
+		bundleOf: map[string]string{},
+		last:     time.Now(),
 	}
 }
 
@@ -160,6 +162,20 @@ func (r *Router) attach(ctx context.Context, id, address string) (*delegate, err
 	return d, nil
 }
 
+// bundle returns the bundle of a container: the one Create named, or the
+// one containerd keeps in the namespace's bundles directory.
+func (r *Router) bundle(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.bundleOf[id]; ok {
+		return b
+	}
+	if r.bundles == "" || !validID(id) {
+		return ""
+	}
+	return filepath.Join(r.bundles, id)
+}
+
 // forget drops id; the runsc shim connection goes when its last container
 // does.
 func (r *Router) forget(id string) {
@@ -170,6 +186,7 @@ func (r *Router) forget(id string) {
 		return
 	}
 	delete(r.byID, id)
+	delete(r.bundleOf, id)
 	delete(d.ids, id)
 	var closeClient *ttrpc.Client
 	if len(d.ids) == 0 {
@@ -200,6 +217,7 @@ func (r *Router) closed(d *delegate) {
 	for id := range d.ids {
 		if r.byID[id] == d {
 			delete(r.byID, id)
+			delete(r.bundleOf, id)
 			gone++
 		}
 	}
@@ -243,6 +261,9 @@ func (r *Router) Create(ctx context.Context, req *taskAPI.CreateTaskRequest) (*t
 	if err != nil {
 		return nil, err
 	}
+	r.mu.Lock()
+	r.bundleOf[req.ID] = req.Bundle
+	r.mu.Unlock()
 	if r.hook == nil {
 		return t.Create(ctx, req)
 	}
@@ -307,7 +328,16 @@ func (r *Router) Start(ctx context.Context, req *taskAPI.StartRequest) (*taskAPI
 	if err != nil {
 		return nil, err
 	}
-	return t.Start(ctx, req)
+	resp, err := t.Start(ctx, req)
+	sh, ok := r.hook.(StartHook)
+	if err != nil || !ok || req.ExecID != "" {
+		return resp, err
+	}
+	if err := sh.AfterStart(ctx, req.ID, r.bundle(req.ID)); err != nil {
+		r.abort(ctx, t, req.ID)
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return resp, nil
 }
 
 func (r *Router) Delete(ctx context.Context, req *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
