@@ -24,7 +24,7 @@ for lib in common host binaries image vm; do
 	. "$TB/lib/$lib.sh"
 done
 
-ALL_SCENARIOS="1 2 3 5 6 8 9 4 7" # grouped by containerd configuration
+ALL_SCENARIOS="1 2 3 5 6 8 9 4 7 10" # grouped by containerd configuration
 CACHE=${RUNSC_GUARD_CACHE:-/var/cache/runsc-guard}
 RUN_DIR=${RUNSC_GUARD_RUN_DIR:-$CACHE/run}
 VM_MEM=${RUNSC_GUARD_VM_MEM:-4096}
@@ -33,10 +33,10 @@ BOOT_TIMEOUT=300     # boot to the first scenario, and poweroff
 
 # scenarios: the selected scenario numbers, in run order. Names are
 # accepted too: red green variants cgroupfs never-tighter transparency
-# containerd2 move install (make demo asks for "red,green").
+# containerd2 move install containerd17 (make demo asks for "red,green").
 scenarios() {
 	local s want=${SCENARIOS:-all} i
-	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install)
+	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install containerd17)
 	want=" ${want//,/ } "
 	for i in "${!names[@]}"; do
 		want=${want// ${names[$i]} / $i }

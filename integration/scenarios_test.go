@@ -497,3 +497,21 @@ func TestScenario9Install(t *testing.T) {
 		}
 	})
 }
+
+// TestScenario10Containerd17: scenarios 1 and 2 on containerd 1.7.35, the
+// stock shim used directly (1.7 parses its JSON start reply).
+func TestScenario10Containerd17(t *testing.T) {
+	cases := loadScenario(t, "10", "red-doubler", "red-alloc", "green-doubler", "green-alloc")
+	run(t, cases, func(t *testing.T, c *scenarioCase) {
+		c.check(t, strings.HasPrefix(c.f["containerd"], "v1.7.") || strings.HasPrefix(c.f["containerd"], "1.7."),
+			"containerd %q, want 1.7", c.f["containerd"])
+		if strings.HasPrefix(c.name, "red-") {
+			c.check(t, c.f["runtime_type"] == "io.containerd.runsc.v1",
+				"stock handler runtime_type %q, want the gVisor shim's own", c.f["runtime_type"])
+			expectRed(t, c)
+			return
+		}
+		expectGreen(t, c, limit)
+		expectActions(t, c, debianActions...)
+	})
+}

@@ -18,7 +18,7 @@ LIMIT=$((256 * MiB)) # every workload's memory limit: 256Mi
 GUARD_BIN=/usr/local/bin/containerd-shim-runsc-guard-v1
 GUARD_CONFIG=/etc/containerd/runsc-guard.toml # read by the guard at every start
 TOOLS=/opt/testbed # the read-only tools disk: runsc-new, the gVisor shim, ...
-CTRD_STATE=/run/containerd # the 1.6 default; 2.x uses its own (use_containerd)
+CTRD_STATE=/run/containerd # the 1.6 default; 1.7 and 2.x use their own (use_containerd)
 
 # The seed's two workloads, for busybox sh (no bash or python in the image).
 # WL_DOUBLER is the seed's bash string doubler, bounded at 2^26 * 4 bytes
@@ -84,7 +84,7 @@ setup_guest() {
 # binaries on PATH, the guard installed, the guard on its defaults.
 reset_node() {
 	local b
-	for b in runsc-new containerd-shim-runsc-v1 containerd2 ctr2 crictl; do
+	for b in runsc-new containerd-shim-runsc-v1 containerd17 ctr17 containerd2 ctr2 crictl; do
 		rm -f "/usr/local/bin/$b"
 		ln -s "$TOOLS/$b" "/usr/local/bin/$b"
 	done
@@ -145,7 +145,7 @@ runtime_type() {
 	case $2 in
 	guard) echo io.containerd.runsc-guard.v1 ;;
 	# containerd 1.6 cannot parse the 2026 shim's JSON start reply; the
-	# compat wrapper converts it (testbed-notes §5a). 2.x parses it.
+	# compat wrapper converts it (testbed-notes §5a). 1.7 and 2.x parse it.
 	stock) [ "$1" = 1.6 ] && echo io.containerd.runsc-compat.v1 || echo io.containerd.runsc.v1 ;;
 	# gVisor's own runtime type, as on a real node (see plain_node_shim).
 	node) echo io.containerd.runsc.v1 ;;
@@ -174,11 +174,20 @@ handler_runsc() {
 
 # ---------------------------------------------------------- containerd --
 
-# containerd_config_16 DRIVER: config version 2 for Debian's containerd 1.6.
+# containerd_config_16 DRIVER [1.7]: config version 2 for Debian's
+# containerd 1.6; with 1.7, the same for containerd 1.7.35 (built from the
+# module, it reads version 2 alike) with its own root and state, the same
+# socket, and the stock shim used directly.
 containerd_config_16() {
-	local h name role opts p='plugins."io.containerd.grpc.v1.cri".containerd'
+	local h name role opts p='plugins."io.containerd.grpc.v1.cri".containerd' v=${2:-1.6}
+	echo "version = 2"
+	[ "$v" = 1.6 ] || cat <<EOF
+root = "/var/lib/containerd17"
+state = "/run/containerd17"
+[grpc]
+  address = "/run/containerd/containerd.sock"
+EOF
 	cat <<EOF
-version = 2
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$IMAGE"
   [$p]
@@ -192,7 +201,7 @@ EOF
 		IFS=: read -r name role opts <<< "$h"
 		cat <<EOF
     [$p.runtimes.$name]
-      runtime_type = "$(runtime_type 1.6 "$role")"
+      runtime_type = "$(runtime_type "$v" "$role")"
       [$p.runtimes.$name.options]
         TypeUrl = "io.containerd.runsc.v1.options"
         ConfigPath = "/etc/containerd/runsc-$opts.toml"
@@ -235,7 +244,7 @@ EOF
 
 CTRD_RUNNING=
 
-# use_containerd VERSION DRIVER: makes containerd VERSION (1.6 or 2.4) run
+# use_containerd VERSION DRIVER: makes containerd VERSION (1.6, 1.7 or 2.4) run
 # with cgroup DRIVER (systemd or cgroupfs), restarting only on a change.
 use_containerd() {
 	local want="$1 $2"
@@ -246,6 +255,14 @@ use_containerd() {
 		containerd_config_16 "$2" > /etc/containerd/config.toml
 		systemctl start containerd || die "containerd 1.6 did not start"
 		CTRD_STATE=/run/containerd CTR=ctr
+		;;
+	1.7)
+		containerd_config_16 "$2" 1.7 > /etc/containerd/config17.toml
+		systemd-run --unit=containerd17 -p Delegate=yes -p KillMode=process \
+			-p LimitNOFILE=infinity -p TasksMax=infinity \
+			/usr/local/bin/containerd17 --config /etc/containerd/config17.toml ||
+			die "containerd 1.7 did not start"
+		CTRD_STATE=/run/containerd17 CTR=ctr17
 		;;
 	2.4)
 		containerd_config_24 "$2" > /etc/containerd/config2.toml
@@ -271,8 +288,8 @@ use_containerd() {
 
 stop_containerd() {
 	remove_all_pods
-	systemctl stop containerd containerd2 2> /dev/null
-	systemctl reset-failed containerd2 2> /dev/null
+	systemctl stop containerd containerd17 containerd2 2> /dev/null
+	systemctl reset-failed containerd17 containerd2 2> /dev/null
 	CTRD_RUNNING=
 }
 
@@ -646,7 +663,7 @@ run_workload() {
 end_workload() {
 	dmesg | grep -iE 'out of memory|oom-kill|killed process' > "$CASE_DIR/dmesg-oom.txt"
 	dmesg -C
-	journalctl -q --no-pager -u containerd -u containerd2 --since "@$CASE_START" |
+	journalctl -q --no-pager -u containerd -u containerd17 -u containerd2 --since "@$CASE_START" |
 		grep -i guard > "$CASE_DIR/guard-log.txt"
 	remove_pod
 	end_case

@@ -5,6 +5,7 @@
 
 GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
 CONTAINERD_VERSION=v2.4.2
+CONTAINERD17_VERSION=v1.7.35
 CRICTL_VERSION=v1.37.0
 # The release name runsc-new reports: the gVisor release of
 # GVISOR_VERSION's date (release-YYYYMMDD.N, as upstream stamps it).
@@ -12,7 +13,7 @@ RUNSC_NEW_RELEASE=release-20260905.0
 
 # tools_paths: sets TOOLS_DIR and TOOLS_IMG from the key of the inputs.
 tools_paths() {
-	TOOLS_KEY=$(inputs_key "$GVISOR_VERSION" "$CONTAINERD_VERSION" "$CRICTL_VERSION" \
+	TOOLS_KEY=$(inputs_key "$GVISOR_VERSION" "$CONTAINERD_VERSION" "$CONTAINERD17_VERSION" "$CRICTL_VERSION" \
 		"$(go env GOVERSION GOARCH)" "$TB/lib/binaries.sh")
 	TOOLS_DIR=$CACHE/tools/$TOOLS_KEY
 	TOOLS_IMG=$TOOLS_DIR/tools.img
@@ -43,6 +44,22 @@ go_bin() {
 	mv "$tmp/gobin/$(basename "${pkg%@*}")" "$tmp/bin/$name"
 }
 
+# go_mod_bin NAME MODULE@VERSION PKGDIR [GO BUILD FLAGS...]: as go_bin, for
+# a module `go install` refuses (containerd 1.7's go.mod has exclude
+# directives): built as the main module, from a copy of its source.
+go_mod_bin() {
+	local name=$1 mod=$2 pkg=$3 dir src=$tmp/src/${2//\//_}
+	shift 3
+	log "  go build $mod $pkg"
+	if [ ! -d "$src" ]; then
+		dir=$(cd "$tmp" && go mod download -json "$mod" 2>> "$tmp/build.log" |
+			sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+		[ -d "$dir" ] || return
+		mkdir -p "$tmp/src" && cp -r "$dir" "$src" && chmod -R u+w "$src" || return
+	fi
+	(cd "$src" && CGO_ENABLED=0 go build -mod=mod "$@" -o "$tmp/bin/$name" "$pkg") >> "$tmp/build.log" 2>&1
+}
+
 tools_build() {
 	local tmp=$1
 	rm -rf "$tmp"
@@ -61,9 +78,14 @@ tools_build() {
 		-tags no_btrfs -ldflags='-s -w' || return
 	go_bin ctr2 github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION \
 		-tags no_btrfs -ldflags='-s -w' || return
+	# containerd 1.7 for scenario 10, stamped as its release is (git describe).
+	local ctrd17=github.com/containerd/containerd@$CONTAINERD17_VERSION
+	local ld17="-s -w -X github.com/containerd/containerd/version.Version=$CONTAINERD17_VERSION"
+	go_mod_bin containerd17 "$ctrd17" ./cmd/containerd -tags no_btrfs -ldflags="$ld17" || return
+	go_mod_bin ctr17 "$ctrd17" ./cmd/ctr -tags no_btrfs -ldflags="$ld17" || return
 	go_bin crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION \
 		-ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" || return
-	rm -rf "${tmp:?}/gobin"
+	rm -rf "${tmp:?}/gobin" "${tmp:?}/src"
 	local mb
 	mb=$(du -sm "$tmp/bin" | cut -f1)
 	truncate -s $((mb + 64))M "$tmp/tools.img"
