@@ -33,14 +33,6 @@ const (
 	VerdictAtRisk = "AT-RISK"
 )
 
-// CRI annotations on the sandbox container that name the pod.
-const (
-	annotationSandboxName      = "io.kubernetes.cri.sandbox-name"
-	annotationSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
-	annotationSandboxUID       = "io.kubernetes.cri.sandbox-uid"
-	annotationSandboxID        = "io.kubernetes.cri.sandbox-id"
-)
-
 // argv0 of the processes runsc re-executes itself as.
 const (
 	argv0Sandbox = "runsc-sandbox"
@@ -220,8 +212,8 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 	for _, g := range gofers {
 		id := filepath.Base(g.bundle)
 		sid := id
-		if a, err := readAnnotations(filepath.Join(opts.bundleDir(g.bundle, "", id), "config.json")); err == nil && a[annotationSandboxID] != "" {
-			sid = a[annotationSandboxID]
+		if a, err := readAnnotations(filepath.Join(opts.bundleDir(g.bundle, "", id), "config.json")); err == nil && a[cgroupfix.AnnotationSandboxID] != "" {
+			sid = a[cgroupfix.AnnotationSandboxID]
 		}
 		goferOf[sid] = append(goferOf[sid], g)
 	}
@@ -263,9 +255,9 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s proc, gofers []proc) S
 	if err != nil {
 		atRisk("pod limit unreadable: %v", err)
 	} else {
-		r.PodNamespace = spec.Annotations[annotationSandboxNamespace]
-		r.PodName = spec.Annotations[annotationSandboxName]
-		r.PodUID = spec.Annotations[annotationSandboxUID]
+		r.PodNamespace = spec.Annotations[cgroupfix.AnnotationSandboxNamespace]
+		r.PodName = spec.Annotations[cgroupfix.AnnotationSandboxName]
+		r.PodUID = spec.Annotations[cgroupfix.AnnotationSandboxUID]
 		if spec.Linux != nil {
 			r.CgroupsPath = spec.Linux.CgroupsPath
 		}

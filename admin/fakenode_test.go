@@ -149,14 +149,14 @@ func (n *fakeNode) add(p fakePod) (id, podCgroup string) {
 	n.cgroupDir(podCgroup, limit)
 	n.cgroupDir(leaf, "max")
 	ann := map[string]string{
-		"io.kubernetes.cri.container-type": "sandbox",
-		annotationSandboxID:                id,
-		annotationSandboxName:              p.name,
-		annotationSandboxNamespace:         "default",
-		annotationSandboxUID:               p.uid,
+		"io.kubernetes.cri.container-type":   "sandbox",
+		cgroupfix.AnnotationSandboxID:        id,
+		cgroupfix.AnnotationSandboxName:      p.name,
+		cgroupfix.AnnotationSandboxNamespace: "default",
+		cgroupfix.AnnotationSandboxUID:       p.uid,
 	}
 	n.bundle(id, cgroupsPath, ann, p.rec)
-	n.bundle(app, appPath, map[string]string{"io.kubernetes.cri.container-type": "container", annotationSandboxID: id}, nil)
+	n.bundle(app, appPath, map[string]string{"io.kubernetes.cri.container-type": "container", cgroupfix.AnnotationSandboxID: id}, nil)
 	// Command lines name the host's bundles; the audit maps them into
 	// its --state-dir.
 	bundle := "/run/containerd/" + taskDir + "/k8s.io/" + id

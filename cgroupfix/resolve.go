@@ -21,6 +21,19 @@ const (
 	AnnotationSandboxCPUPeriod = "io.kubernetes.cri.sandbox-cpu-period"
 )
 
+// CRI annotations naming the container and its pod, on every container
+// containerd's CRI plugin creates (io.kubernetes.cri.container-type is
+// "sandbox" for the pod sandbox, "container" for the others).
+const (
+	AnnotationContainerType    = "io.kubernetes.cri.container-type"
+	AnnotationSandboxID        = "io.kubernetes.cri.sandbox-id"
+	AnnotationSandboxName      = "io.kubernetes.cri.sandbox-name"
+	AnnotationSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
+	AnnotationSandboxUID       = "io.kubernetes.cri.sandbox-uid"
+	ContainerTypeSandbox       = "sandbox"
+	ContainerTypeContainer     = "container"
+)
+
 // annotationSourcePath names the annotation Source.
 const annotationSourcePath = "io.kubernetes.cri.sandbox-*"
 

@@ -9,14 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/runsc-guard/runsc-guard/cgroupfix"
 	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
-)
-
-// CRI annotations the guard reads from a bundle's config.json.
-const (
-	annotationContainerType = "io.kubernetes.cri.container-type"
-	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
-	containerTypeSandbox    = "sandbox"
 )
 
 // WriteDelegateAddress records in bundle the task API address of the runsc
@@ -64,7 +58,7 @@ func readSpec(bundle string) (*specs.Spec, error) {
 // its pod sandbox id under CRI, else its own id.
 func groupID(id string, spec *specs.Spec) string {
 	if spec != nil {
-		if g := strings.TrimSpace(spec.Annotations[annotationSandboxID]); validID(g) {
+		if g := strings.TrimSpace(spec.Annotations[cgroupfix.AnnotationSandboxID]); validID(g) {
 			return g
 		}
 	}

@@ -25,14 +25,6 @@ import (
 	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
 )
 
-// CRI annotations naming the pod.
-const (
-	annotationSandboxName      = "io.kubernetes.cri.sandbox-name"
-	annotationSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
-	annotationSandboxUID       = "io.kubernetes.cri.sandbox-uid"
-	containerTypeContainer     = "container"
-)
-
 const (
 	// optionsFile is the runsc shim options the guard writes into a bundle
 	// when it adds runsc flags.
@@ -136,13 +128,13 @@ func (s *SandboxFix) BeforeCreate(ctx context.Context, req *taskAPI.CreateTaskRe
 		return nil, nil
 	}
 	ann := spec.Annotations
-	ctype := ann[annotationContainerType]
-	if ctype != containerTypeSandbox && ctype != containerTypeContainer {
+	ctype := ann[cgroupfix.AnnotationContainerType]
+	if ctype != cgroupfix.ContainerTypeSandbox && ctype != cgroupfix.ContainerTypeContainer {
 		return nil, nil // not a CRI container (ctr, tests): leave it alone
 	}
 	rec := &cgroupfix.Record{
 		Time: s.Now().UTC(), ContainerID: req.ID, ContainerType: ctype,
-		PodNamespace: ann[annotationSandboxNamespace], PodName: ann[annotationSandboxName], PodUID: ann[annotationSandboxUID],
+		PodNamespace: ann[cgroupfix.AnnotationSandboxNamespace], PodName: ann[cgroupfix.AnnotationSandboxName], PodUID: ann[cgroupfix.AnnotationSandboxUID],
 		Actions: []string{}, Outcome: "ok",
 	}
 	if spec.Linux != nil {
@@ -176,7 +168,7 @@ type work struct {
 	systemdFlag bool
 }
 
-func (w *work) sandbox() bool { return w.rec.ContainerType == containerTypeSandbox }
+func (w *work) sandbox() bool { return w.rec.ContainerType == cgroupfix.ContainerTypeSandbox }
 
 func (w *work) before(ctx context.Context) error {
 	cfg := w.fix.Config

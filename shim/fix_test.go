@@ -145,8 +145,8 @@ func sandboxBundle(t *testing.T, tb *testBed, id, cgroupsPath string, specLimit 
 		"ociVersion": "1.0.2",
 		"process":    map[string]any{"args": []string{"/pause"}, "futureField": "kept"},
 		"annotations": map[string]string{
-			annotationContainerType: containerTypeSandbox, annotationSandboxID: id,
-			annotationSandboxName: "eater", annotationSandboxNamespace: "default", annotationSandboxUID: "U1",
+			cgroupfix.AnnotationContainerType: cgroupfix.ContainerTypeSandbox, cgroupfix.AnnotationSandboxID: id,
+			cgroupfix.AnnotationSandboxName: "eater", cgroupfix.AnnotationSandboxNamespace: "default", cgroupfix.AnnotationSandboxUID: "U1",
 			"io.kubernetes.cri.sandbox-memory": "268435456",
 		},
 		"linux": linux,

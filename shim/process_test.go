@@ -21,6 +21,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/runsc-guard/runsc-guard/cgroupfix"
 )
 
 // The test binary plays three programs, picked by this variable: the guard
@@ -214,8 +216,8 @@ func TestStartServeDelete(t *testing.T) {
 	for _, reply := range []string{"plain", "json"} {
 		t.Run(reply, func(t *testing.T) {
 			e := newShimEnv(t, reply)
-			sb := e.bundle(t, "sb1", map[string]string{annotationContainerType: "sandbox", annotationSandboxID: "sb1"})
-			app := e.bundle(t, "app1", map[string]string{annotationContainerType: "container", annotationSandboxID: "sb1"})
+			sb := e.bundle(t, "sb1", map[string]string{cgroupfix.AnnotationContainerType: "sandbox", cgroupfix.AnnotationSandboxID: "sb1"})
+			app := e.bundle(t, "app1", map[string]string{cgroupfix.AnnotationContainerType: "container", cgroupfix.AnnotationSandboxID: "sb1"})
 
 			logs := collectLog(t, sb) // as containerd reads shim logs
 
