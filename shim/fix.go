@@ -56,6 +56,25 @@ type SandboxFix struct {
 	Release func(ctx context.Context, runsc string) int
 	// Now stamps records.
 	Now func() time.Time
+
+	// hierarchy is detected once: the cgroup version of a node does not
+	// change while the guard runs.
+	hierarchyOnce sync.Once
+	hier          cgroupfix.Hierarchy
+	hierErr       error
+}
+
+// hierarchy returns the node's cgroup hierarchy under Config.CgroupRoot.
+func (s *SandboxFix) hierarchy() (cgroupfix.Hierarchy, error) {
+	s.hierarchyOnce.Do(func() {
+		v, err := cgroupfix.DetectVersion(s.Config.CgroupRoot)
+		if err != nil {
+			s.hierErr = fmt.Errorf("detect cgroup version under %s: %w", s.Config.CgroupRoot, err)
+			return
+		}
+		s.hier = cgroupfix.Hierarchy{Root: s.Config.CgroupRoot, Version: v}
+	})
+	return s.hier, s.hierErr
 }
 
 // NewSandboxFix returns the fix wired to the host: systemd over D-Bus and
@@ -76,46 +95,48 @@ func NewSandboxFix(cfg Config) *SandboxFix {
 	}
 }
 
-var flagProbes sync.Map // "runsc\x00flag" -> bool
+var runscProbes sync.Map // path and args -> probeResult
 
-// probeRunscFlag runs `runsc --flag=true --version`: runsc exits 2 on a
-// flag it does not define. Results are cached per binary and flag.
-func probeRunscFlag(ctx context.Context, runsc, flag string) bool {
+type probeResult struct {
+	out string
+	ok  bool
+}
+
+// probeRunsc runs the runsc binary with args (bounded, once per binary and
+// args: the answers do not change while the guard runs) and returns its
+// stdout and whether it exited 0.
+func probeRunsc(ctx context.Context, runsc string, args ...string) (string, bool) {
 	path, err := exec.LookPath(runsc)
 	if err != nil {
-		return false
+		return "", false
 	}
-	key := path + "\x00" + flag
-	if v, ok := flagProbes.Load(key); ok {
-		return v.(bool)
+	key := strings.Join(append([]string{path}, args...), "\x00")
+	if v, ok := runscProbes.Load(key); ok {
+		r := v.(probeResult)
+		return r.out, r.ok
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ok := exec.CommandContext(ctx, path, "--"+flag+"=true", "--version").Run() == nil
-	flagProbes.Store(key, ok)
+	out, err := exec.CommandContext(ctx, path, args...).Output()
+	r := probeResult{out: string(out), ok: err == nil}
+	runscProbes.Store(key, r)
+	return r.out, r.ok
+}
+
+// probeRunscFlag runs `runsc --flag=true --version`: runsc exits 2 on a
+// flag it does not define.
+func probeRunscFlag(ctx context.Context, runsc, flag string) bool {
+	_, ok := probeRunsc(ctx, runsc, "--"+flag+"=true", "--version")
 	return ok
 }
 
-var releaseProbes sync.Map // runsc path -> int
-
-// probeRunscRelease runs `runsc --version` once per binary.
+// probeRunscRelease reads the release date from `runsc --version`.
 func probeRunscRelease(ctx context.Context, runsc string) int {
-	path, err := exec.LookPath(runsc)
-	if err != nil {
+	out, ok := probeRunsc(ctx, runsc, "--version")
+	if !ok {
 		return 0
 	}
-	if v, ok := releaseProbes.Load(path); ok {
-		return v.(int)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
-	rel := 0
-	if err == nil {
-		rel = cgroupfix.RunscRelease(string(out))
-	}
-	releaseProbes.Store(path, rel)
-	return rel
+	return cgroupfix.RunscRelease(out)
 }
 
 // BeforeCreate edits the container's runtime options and, for the pod
@@ -184,11 +205,9 @@ func (w *work) before(ctx context.Context) error {
 	}
 	w.rec.Driver = w.path.Driver.String()
 	w.rec.PodCgroup = w.path.Parent
-	v, err := cgroupfix.DetectVersion(cfg.CgroupRoot)
-	if err != nil {
-		return fmt.Errorf("detect cgroup version under %s: %w", cfg.CgroupRoot, err)
+	if w.h, err = w.fix.hierarchy(); err != nil {
+		return err
 	}
-	w.h = cgroupfix.Hierarchy{Root: cfg.CgroupRoot, Version: v}
 
 	if err := w.loadOptions(ctx); err != nil {
 		return err
@@ -465,11 +484,9 @@ func (s *SandboxFix) AfterStart(ctx context.Context, id, bundle string) error {
 	if w.path, err = cgroupfix.ParseCgroupsPath(rec.CgroupsPath); err != nil {
 		return nil
 	}
-	v, err := cgroupfix.DetectVersion(s.Config.CgroupRoot)
-	if err != nil {
-		return w.fail(ctx, fmt.Errorf("detect cgroup version under %s: %w", s.Config.CgroupRoot, err))
+	if w.h, err = s.hierarchy(); err != nil {
+		return w.fail(ctx, err)
 	}
-	w.h = cgroupfix.Hierarchy{Root: s.Config.CgroupRoot, Version: v}
 	gofers, err := cgroupfix.FindGofers(s.Config.ProcRoot, bundle)
 	if err != nil {
 		return w.fail(ctx, fmt.Errorf("find gofers of %s after start: %w", id, err))

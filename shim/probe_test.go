@@ -1,0 +1,50 @@
+package shim
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestProbeRunsc runs a stand-in runsc that knows one flag, prints a
+// Debian-style version and counts its runs: each question is asked once.
+func TestProbeRunsc(t *testing.T) {
+	dir := t.TempDir()
+	runsc := filepath.Join(dir, "runsc")
+	count := filepath.Join(dir, "count")
+	script := `#!/bin/sh
+echo x >> ` + count + `
+for a in "$@"; do
+	case "$a" in
+	--systemd-cgroup=true|--version) ;;
+	*) echo "flag provided but not defined: $a" >&2; exit 2 ;;
+	esac
+done
+echo "runsc version 0.0~20221219.0"
+echo "spec: 1.0.2-dev"
+`
+	if err := os.WriteFile(runsc, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if !probeRunscFlag(ctx, runsc, "systemd-cgroup") {
+			t.Errorf("probeRunscFlag(systemd-cgroup) = false, want true")
+		}
+		if probeRunscFlag(ctx, runsc, "cpu-num-from-quota") {
+			t.Errorf("probeRunscFlag(cpu-num-from-quota) = true, want false")
+		}
+		if got := probeRunscRelease(ctx, runsc); got != 20221219 {
+			t.Errorf("probeRunscRelease = %d, want 20221219", got)
+		}
+	}
+	b, _ := os.ReadFile(count)
+	if n := strings.Count(string(b), "x"); n != 3 {
+		t.Errorf("runsc ran %d times for 3 distinct questions asked twice, want 3", n)
+	}
+	if probeRunscFlag(ctx, filepath.Join(dir, "missing"), "systemd-cgroup") || probeRunscRelease(ctx, filepath.Join(dir, "missing")) != 0 {
+		t.Errorf("a missing runsc answered")
+	}
+}
