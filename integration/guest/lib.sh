@@ -174,12 +174,29 @@ handler_runsc() {
 
 # ---------------------------------------------------------- containerd --
 
+# handler_tables PREFIX INDENT VERSION: the runtime table of each of
+# $HANDLERS under PREFIX (the CRI runtimes table of the config version),
+# indented by INDENT, with the runtime type for containerd VERSION.
+handler_tables() {
+	local h name role opts p=$1 i=$2
+	for h in $HANDLERS; do
+		IFS=: read -r name role opts <<< "$h"
+		cat <<EOF
+$i[$p.runtimes.$name]
+$i  runtime_type = "$(runtime_type "$3" "$role")"
+$i  [$p.runtimes.$name.options]
+$i    TypeUrl = "io.containerd.runsc.v1.options"
+$i    ConfigPath = "/etc/containerd/runsc-$opts.toml"
+EOF
+	done
+}
+
 # containerd_config_16 DRIVER [1.7]: config version 2 for Debian's
 # containerd 1.6; with 1.7, the same for containerd 1.7.35 (built from the
 # module, it reads version 2 alike) with its own root and state, the same
 # socket, and the stock shim used directly.
 containerd_config_16() {
-	local h name role opts p='plugins."io.containerd.grpc.v1.cri".containerd' v=${2:-1.6}
+	local p='plugins."io.containerd.grpc.v1.cri".containerd' v=${2:-1.6}
 	echo "version = 2"
 	[ "$v" = 1.6 ] || cat <<EOF
 root = "/var/lib/containerd17"
@@ -197,22 +214,13 @@ EOF
       [$p.runtimes.runc.options]
         SystemdCgroup = $([ "$1" = systemd ] && echo true || echo false)
 EOF
-	for h in $HANDLERS; do
-		IFS=: read -r name role opts <<< "$h"
-		cat <<EOF
-    [$p.runtimes.$name]
-      runtime_type = "$(runtime_type "$v" "$role")"
-      [$p.runtimes.$name.options]
-        TypeUrl = "io.containerd.runsc.v1.options"
-        ConfigPath = "/etc/containerd/runsc-$opts.toml"
-EOF
-	done
+	handler_tables "$p" "    " "$v"
 }
 
 # containerd_config_24 DRIVER: config version 3 for containerd 2.4.2 (built
 # from the module; testbed-notes §12). Own root and state, same socket.
 containerd_config_24() {
-	local h name role opts p="plugins.'io.containerd.cri.v1.runtime'.containerd"
+	local p="plugins.'io.containerd.cri.v1.runtime'.containerd"
 	cat <<EOF
 version = 3
 root = "/var/lib/containerd2"
@@ -230,16 +238,7 @@ state = "/run/containerd2"
     [$p.runtimes.runc.options]
       SystemdCgroup = $([ "$1" = systemd ] && echo true || echo false)
 EOF
-	for h in $HANDLERS; do
-		IFS=: read -r name role opts <<< "$h"
-		cat <<EOF
-  [$p.runtimes.$name]
-    runtime_type = "$(runtime_type 2.4 "$role")"
-    [$p.runtimes.$name.options]
-      TypeUrl = "io.containerd.runsc.v1.options"
-      ConfigPath = "/etc/containerd/runsc-$opts.toml"
-EOF
-	done
+	handler_tables "$p" "  " 2.4
 }
 
 CTRD_RUNNING=
