@@ -66,6 +66,9 @@ end_case() { fact seconds $(($(date +%s) - CASE_START)); }
 # setup_guest: one-time preparation after boot (main.sh).
 setup_guest() {
 	local b
+	# The stock scenarios on containerd 1.6 need the image's compat shim.
+	[ -x /usr/local/bin/containerd-shim-runsc-compat-v1 ] ||
+		die "the VM image lacks /usr/local/bin/containerd-shim-runsc-compat-v1 (integration/image/overlay)"
 	reset_node
 	# Old runsc, given a slice path without systemd-cgroup, creates
 	# system.slice/<path> and writes every root controller (hugetlb, rdma,
@@ -473,11 +476,14 @@ record_sandbox() {
 }
 
 # record_gofers KEY: the cgroups of every runsc process of the pod, as fact
-# KEY ("argv0=cgroup ...").
+# KEY ("argv0=cgroup ..."). A process that exits between the listing and
+# the read of its cgroup (an OOM-killed sandbox takes its gofers with it)
+# is left out: an empty cgroup would read as "outside the pod".
 record_gofers() {
-	local pid name cgs=""
+	local pid name cg cgs=""
 	while read -r pid name; do
-		cgs="$cgs $name=$(cgroup_of "$pid")"
+		cg=$(cgroup_of "$pid")
+		[ -n "$cg" ] && cgs="$cgs $name=$cg"
 	done < <(procs_of "$POD_ID" "$CTR_ID")
 	fact "$1" "${cgs# }"
 }

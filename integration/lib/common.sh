@@ -20,14 +20,14 @@ timed() {
 }
 
 # inputs_key ARG...: a short hash over strings and, for each ARG that is a
-# file or directory, the names and contents of its files. Caches are keyed
-# by it, so changing any input of a build rebuilds it.
+# file or directory, the names, modes and contents of its files. Caches are
+# keyed by it, so changing any input of a build rebuilds it.
 inputs_key() {
 	local a
 	for a in "$@"; do
 		if [ -d "$a" ]; then
-			(cd "$a" && find . -type f -print0 | LC_ALL=C sort -z |
-				xargs -0 sha256sum)
+			(cd "$a" && find . -type f -printf '%m %p\n' | LC_ALL=C sort &&
+				find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
 		elif [ -f "$a" ]; then
 			sha256sum < "$a"
 		else
