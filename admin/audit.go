@@ -3,14 +3,11 @@ package admin
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -31,12 +28,6 @@ const (
 	// VerdictAtRisk: the pod's memory limit does not hold, or cannot be
 	// told to hold.
 	VerdictAtRisk = "AT-RISK"
-)
-
-// argv0 of the processes runsc re-executes itself as.
-const (
-	argv0Sandbox = "runsc-sandbox"
-	argv0Gofer   = "runsc-gofer"
 )
 
 // taskDir is the directory of containerd's shim v2 bundles in its state
@@ -96,86 +87,6 @@ type SandboxReport struct {
 	Notes        []string `json:"notes,omitempty"`
 }
 
-// proc is a runsc process found in the /proc scan.
-type proc struct {
-	pid    int
-	cgroup string
-	// sandbox flags (runsc-sandbox only)
-	flags cgroupfix.SandboxFlags
-	root  string // --root, a global flag before "boot"
-	// bundle is --bundle (gofers) as written on the command line.
-	bundle string
-}
-
-// scanProc reads every <procRoot>/<pid>/cmdline once and returns the runsc
-// sandbox and gofer processes with their cgroups. Processes that exit
-// during the scan are skipped.
-func scanProc(procRoot string) (sandboxes, gofers []proc, err error) {
-	ents, err := os.ReadDir(procRoot)
-	if err != nil {
-		return nil, nil, fmt.Errorf("scan %s: %w", procRoot, err)
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "cmdline"))
-		if err != nil {
-			continue // exited, or a kernel thread we may not read
-		}
-		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-		role := filepath.Base(string(argv0))
-		if role != argv0Sandbox && role != argv0Gofer {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		p := proc{pid: pid}
-		if role == argv0Sandbox {
-			if p.flags, err = cgroupfix.ParseSandboxCmdline(bytes.NewReader(cmdline)); err != nil || p.flags.ContainerID == "" {
-				continue // "runsc-sandbox" without boot: not a sandbox
-			}
-			if boot := slices.Index(args, "boot"); boot > 0 {
-				p.root = flagValue(args[1:boot], "root")
-			}
-		} else {
-			if p.bundle = flagValue(args[1:], "bundle"); p.bundle == "" {
-				continue
-			}
-		}
-		if p.cgroup, err = cgroupfix.ProcCgroup(procRoot, pid); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			return nil, nil, err
-		}
-		if role == argv0Sandbox {
-			sandboxes = append(sandboxes, p)
-		} else {
-			gofers = append(gofers, p)
-		}
-	}
-	return sandboxes, gofers, nil
-}
-
-// flagValue returns the value of -name/--name in args (=v or the next
-// argument), the last one winning as in Go's flag package; "" if absent.
-func flagValue(args []string, name string) string {
-	var v string
-	for i, a := range args {
-		s := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
-		if s == a {
-			continue
-		}
-		if s == name && i+1 < len(args) {
-			v = args[i+1]
-		} else if rest, ok := strings.CutPrefix(s, name+"="); ok {
-			v = rest
-		}
-	}
-	return v
-}
-
 // bundleDir maps a bundle path written on a runsc command line to the
 // bundle under opts.StateDir, so the audit can run with the host's state
 // directory mounted elsewhere (a DaemonSet's /host/run/containerd). The
@@ -202,24 +113,29 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 		return nil, fmt.Errorf("audit: detect cgroup version of %s: %w", opts.CgroupRoot, err)
 	}
 	h := cgroupfix.Hierarchy{Root: opts.CgroupRoot, Version: version}
-	sandboxes, gofers, err := scanProc(opts.ProcRoot)
+	procs, err := cgroupfix.ScanRunsc(opts.ProcRoot)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	// Each gofer serves one container; an app container's gofer belongs
 	// to the pod named by its io.kubernetes.cri.sandbox-id annotation.
-	goferOf := map[string][]proc{} // sandbox id -> gofers
-	for _, g := range gofers {
-		id := filepath.Base(g.bundle)
+	var sandboxes []cgroupfix.RunscProc
+	goferOf := map[string][]cgroupfix.RunscProc{} // sandbox id -> gofers
+	for _, p := range procs {
+		if p.IsSandbox() {
+			sandboxes = append(sandboxes, p)
+			continue
+		}
+		id := filepath.Base(p.Bundle)
 		sid := id
-		if a, err := readAnnotations(filepath.Join(opts.bundleDir(g.bundle, "", id), "config.json")); err == nil && a[cgroupfix.AnnotationSandboxID] != "" {
+		if a, err := readAnnotations(filepath.Join(opts.bundleDir(p.Bundle, "", id), "config.json")); err == nil && a[cgroupfix.AnnotationSandboxID] != "" {
 			sid = a[cgroupfix.AnnotationSandboxID]
 		}
-		goferOf[sid] = append(goferOf[sid], g)
+		goferOf[sid] = append(goferOf[sid], p)
 	}
 	reports := make([]SandboxReport, 0, len(sandboxes))
 	for _, s := range sandboxes {
-		reports = append(reports, auditOne(h, opts, s, goferOf[s.flags.ContainerID]))
+		reports = append(reports, auditOne(h, opts, s, goferOf[s.Sandbox.ContainerID]))
 	}
 	slices.SortFunc(reports, func(a, b SandboxReport) int {
 		return strings.Compare(a.PodNamespace+"\x00"+a.PodName+"\x00"+a.ContainerID, b.PodNamespace+"\x00"+b.PodName+"\x00"+b.ContainerID)
@@ -241,12 +157,12 @@ func readAnnotations(path string) (map[string]string, error) {
 	return s.Annotations, nil
 }
 
-func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s proc, gofers []proc) SandboxReport {
-	id := s.flags.ContainerID
+func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, gofers []cgroupfix.RunscProc) SandboxReport {
+	id := s.Sandbox.ContainerID
 	r := SandboxReport{
-		ContainerID: id, PID: s.pid,
-		TotalMemory: s.flags.TotalMemory, CPUNum: s.flags.CPUNum,
-		Bundle: opts.bundleDir(s.flags.Bundle, s.root, id),
+		ContainerID: id, PID: s.PID,
+		TotalMemory: s.Sandbox.TotalMemory, CPUNum: s.Sandbox.CPUNum,
+		Bundle: opts.bundleDir(s.Bundle, s.Root, id),
 	}
 	atRisk := func(format string, a ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, a...)) }
 
@@ -281,9 +197,9 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s proc, gofers []proc) S
 		}
 	}
 
-	r.Placement = append(r.Placement, Placement{PID: s.pid, Role: argv0Sandbox, Cgroup: s.cgroup, Container: id})
+	r.Placement = append(r.Placement, Placement{PID: s.PID, Role: cgroupfix.Argv0Sandbox, Cgroup: s.Cgroup, Container: id})
 	for _, g := range gofers {
-		r.Placement = append(r.Placement, Placement{PID: g.pid, Role: argv0Gofer, Cgroup: g.cgroup, Container: filepath.Base(g.bundle)})
+		r.Placement = append(r.Placement, Placement{PID: g.PID, Role: cgroupfix.Argv0Gofer, Cgroup: g.Cgroup, Container: filepath.Base(g.Bundle)})
 	}
 	for i := range r.Placement {
 		p := &r.Placement[i]

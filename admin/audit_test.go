@@ -255,24 +255,6 @@ func TestAuditUsage(t *testing.T) {
 	}
 }
 
-func TestFlagValue(t *testing.T) {
-	tests := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--bundle=/b"}, "/b"},
-		{[]string{"-bundle", "/b"}, "/b"},
-		{[]string{"--bundle", "/a", "--bundle=/b"}, "/b"},
-		{[]string{"--bundles=/x", "bundle", "/y"}, ""},
-		{[]string{"--bundle"}, ""},
-	}
-	for _, tt := range tests {
-		if got := flagValue(tt.args, "bundle"); got != tt.want {
-			t.Errorf("flagValue(%q) = %q, want %q", tt.args, got, tt.want)
-		}
-	}
-}
-
 func TestFormatBytes(t *testing.T) {
 	tests := []struct {
 		n    uint64

@@ -16,8 +16,8 @@ import (
 
 // runsc re-executes itself with these argv[0] values.
 const (
-	argv0Sandbox = "runsc-sandbox"
-	argv0Gofer   = "runsc-gofer"
+	Argv0Sandbox = "runsc-sandbox"
+	Argv0Gofer   = "runsc-gofer"
 )
 
 // maxCmdline bounds how much of a /proc/<pid>/cmdline is read.
@@ -270,39 +270,102 @@ func ProcCgroup(procRoot string, pid int) (string, error) {
 	return v2, nil
 }
 
-// FindSandbox scans <procRoot>/<pid>/cmdline for the runsc-sandbox process
-// booting containerID and returns its pid and flags. It returns
-// ErrSandboxNotFound if there is none and ErrMultipleSandboxes if more than
-// one claims the id.
+// RunscProc is a runsc sandbox or gofer process found by ScanRunsc.
+type RunscProc struct {
+	Proc
+	// Sandbox are the boot flags of a runsc-sandbox (zero for a gofer).
+	Sandbox SandboxFlags
+	// Root is a sandbox's global --root (/run/containerd/runsc/<namespace>
+	// under the runsc shim); "" for a gofer.
+	Root string
+	// Bundle is --bundle as written on the command line.
+	Bundle string
+}
+
+// IsSandbox reports whether p is a runsc-sandbox (else a runsc-gofer).
+func (p RunscProc) IsSandbox() bool { return filepath.Base(p.Argv0) == Argv0Sandbox }
+
+var (
+	goferValueFlags  = map[string]bool{"bundle": true}
+	globalValueFlags = map[string]bool{"root": true}
+)
+
+// ScanRunsc reads every <procRoot>/<pid>/cmdline once and returns, in pid
+// order, the runsc-sandbox processes that boot a container and the
+// runsc-gofer processes that serve a bundle, with their cgroups. Processes
+// that exit during the scan are left out; any other error reading a
+// cgroup is returned.
+func ScanRunsc(procRoot string) ([]RunscProc, error) {
+	all, err := pids(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("scan runsc processes: %w", err)
+	}
+	var out []RunscProc
+	for _, pid := range all {
+		args, err := readCmdline(procRoot, pid)
+		if err != nil || len(args) == 0 {
+			continue // exited, or a kernel thread
+		}
+		p := RunscProc{Proc: Proc{PID: pid, Argv0: args[0]}}
+		switch filepath.Base(args[0]) {
+		case Argv0Sandbox:
+			boot := slices.Index(args, "boot")
+			if boot < 1 {
+				continue // "runsc-sandbox" without boot: not a sandbox
+			}
+			sf, err := ParseSandboxCmdline(strings.NewReader(strings.Join(args, "\x00")))
+			if err != nil || sf.ContainerID == "" {
+				continue
+			}
+			p.Sandbox, p.Bundle = sf, sf.Bundle
+			if global, _, err := parseArgs(args[1:boot], globalValueFlags); err == nil {
+				p.Root = global["root"]
+			}
+		case Argv0Gofer:
+			flags, _, err := parseArgs(args[1:], goferValueFlags)
+			if err != nil || flags["bundle"] == "" {
+				continue
+			}
+			p.Bundle = flags["bundle"]
+		default:
+			continue
+		}
+		if p.Cgroup, err = ProcCgroup(procRoot, pid); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // exited while we looked
+			}
+			return nil, fmt.Errorf("scan runsc processes: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// FindSandbox returns the pid and flags of the runsc-sandbox process
+// booting containerID. It returns ErrSandboxNotFound if there is none and
+// ErrMultipleSandboxes if more than one claims the id.
 func FindSandbox(procRoot, containerID string) (pid int, flags SandboxFlags, err error) {
 	if containerID == "" {
 		return 0, SandboxFlags{}, fmt.Errorf("find sandbox: %w: empty container id", ErrInvalidArgument)
 	}
-	all, err := pids(procRoot)
+	procs, err := ScanRunsc(procRoot)
 	if err != nil {
 		return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s: %w", containerID, err)
 	}
-	for _, p := range all {
-		args, err := readCmdline(procRoot, p)
-		if err != nil || len(args) == 0 || filepath.Base(args[0]) != argv0Sandbox {
-			continue
-		}
-		sf, err := ParseSandboxCmdline(strings.NewReader(strings.Join(args, "\x00")))
-		if err != nil || sf.ContainerID != containerID {
+	for _, p := range procs {
+		if !p.IsSandbox() || p.Sandbox.ContainerID != containerID {
 			continue
 		}
 		if pid != 0 {
-			return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s: %w: pids %d and %d", containerID, ErrMultipleSandboxes, pid, p)
+			return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s: %w: pids %d and %d", containerID, ErrMultipleSandboxes, pid, p.PID)
 		}
-		pid, flags = p, sf
+		pid, flags = p.PID, p.Sandbox
 	}
 	if pid == 0 {
 		return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s under %s: %w", containerID, procRoot, ErrSandboxNotFound)
 	}
 	return pid, flags, nil
 }
-
-var goferValueFlags = map[string]bool{"bundle": true}
 
 // FindGofers returns the runsc-gofer processes whose --bundle is bundle,
 // with their cgroups. Old runsc leaves an app container's gofer in
@@ -312,29 +375,16 @@ func FindGofers(procRoot, bundle string) ([]Proc, error) {
 	if bundle == "" {
 		return nil, fmt.Errorf("find gofers: %w: empty bundle", ErrInvalidArgument)
 	}
-	want := filepath.Clean(bundle)
-	all, err := pids(procRoot)
+	procs, err := ScanRunsc(procRoot)
 	if err != nil {
 		return nil, fmt.Errorf("find gofers of %s: %w", bundle, err)
 	}
+	want := filepath.Clean(bundle)
 	var out []Proc
-	for _, p := range all {
-		args, err := readCmdline(procRoot, p)
-		if err != nil || len(args) == 0 || filepath.Base(args[0]) != argv0Gofer {
-			continue
+	for _, p := range procs {
+		if !p.IsSandbox() && filepath.Clean(p.Bundle) == want {
+			out = append(out, p.Proc)
 		}
-		flags, _, err := parseArgs(args[1:], goferValueFlags)
-		if err != nil || flags["bundle"] == "" || filepath.Clean(flags["bundle"]) != want {
-			continue
-		}
-		cg, err := ProcCgroup(procRoot, p)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // exited while we looked
-			}
-			return nil, fmt.Errorf("find gofers of %s: %w", bundle, err)
-		}
-		out = append(out, Proc{PID: p, Argv0: args[0], Cgroup: cg})
 	}
 	return out, nil
 }

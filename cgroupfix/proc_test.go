@@ -280,6 +280,48 @@ func TestFindSandboxAndGofers(t *testing.T) {
 	})
 }
 
+// TestScanRunsc: one pass over /proc finds sandboxes (with their global
+// --root) and gofers (with their --bundle, in every form Go's flag package
+// accepts, the last one winning) and nothing else.
+func TestScanRunsc(t *testing.T) {
+	procRoot := fakeProc(t, map[int][2]string{
+		1:  {cmdline("/sbin/init"), "0::/init.scope\n"},
+		2:  {cmdline("runsc-sandbox", "--root=/run/containerd/runsc/k8s.io", "--debug", "boot", "--bundle=/b/s", "--total-memory", "268435456", "s"), "0::/pod/s.scope\n"},
+		3:  {cmdline("runsc-sandbox", "-root", "/r/ns", "boot", "t"), "0::/pod\n"},
+		4:  {cmdline("runsc-sandbox", "--root=/r", "start", "x"), "0::/x\n"}, // no boot: not a sandbox
+		5:  {cmdline("runsc-gofer", "gofer", "--bundle=/b/1"), "0::/g1\n"},
+		6:  {cmdline("runsc-gofer", "gofer", "-bundle", "/b/2"), "0::/g2\n"},
+		7:  {cmdline("runsc-gofer", "gofer", "--bundle", "/b/x", "--bundle=/b/3"), "0::/g3\n"},
+		8:  {cmdline("runsc-gofer", "gofer", "--bundles=/x", "bundle", "/y"), "0::/g4\n"}, // no --bundle
+		9:  {cmdline("runsc-gofer", "gofer", "--bundle"), "0::/g5\n"},                     // no value
+		10: {cmdline("/usr/local/bin/runsc-gofer", "gofer", "--bundle=/b/4"), "0::/g6\n"},
+	})
+	got, err := ScanRunsc(procRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []RunscProc{
+		{Proc: Proc{PID: 2, Argv0: "runsc-sandbox", Cgroup: "/pod/s.scope"}, Root: "/run/containerd/runsc/k8s.io", Bundle: "/b/s",
+			Sandbox: SandboxFlags{TotalMemory: 268435456, Bundle: "/b/s", ContainerID: "s"}},
+		{Proc: Proc{PID: 3, Argv0: "runsc-sandbox", Cgroup: "/pod"}, Root: "/r/ns", Sandbox: SandboxFlags{ContainerID: "t"}},
+		{Proc: Proc{PID: 5, Argv0: "runsc-gofer", Cgroup: "/g1"}, Bundle: "/b/1"},
+		{Proc: Proc{PID: 6, Argv0: "runsc-gofer", Cgroup: "/g2"}, Bundle: "/b/2"},
+		{Proc: Proc{PID: 7, Argv0: "runsc-gofer", Cgroup: "/g3"}, Bundle: "/b/3"},
+		{Proc: Proc{PID: 10, Argv0: "/usr/local/bin/runsc-gofer", Cgroup: "/g6"}, Bundle: "/b/4"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ScanRunsc() mismatch (-want +got):\n%s", diff)
+	}
+	for _, p := range got {
+		if p.IsSandbox() != (p.PID <= 3) {
+			t.Errorf("pid %d IsSandbox() = %v", p.PID, p.IsSandbox())
+		}
+	}
+	if _, err := ScanRunsc(filepath.Join(procRoot, "missing")); err == nil {
+		t.Error("ScanRunsc on a missing /proc = nil error, want one")
+	}
+}
+
 func TestProcsInCgroup(t *testing.T) {
 	tests := []struct {
 		name    string
