@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
+	"github.com/runsc-guard/runsc-guard/shim"
 )
 
 // The previous runtime_type of a handler the guard was put in front of is
@@ -37,6 +38,10 @@ var ErrNoHandler = errors.New("no gVisor runtime handler")
 // ErrEditCheck: an edit would change more than the runtime_type values
 // (a bug, never written).
 var ErrEditCheck = errors.New("edit check failed")
+
+// ErrRuntimePath: a handler to switch sets runtime_path to another shim
+// binary, which containerd would keep starting instead of the guard.
+var ErrRuntimePath = errors.New("runtime_path bypasses the guard")
 
 // Change is one runtime_type the configure command sets.
 type Change struct {
@@ -121,6 +126,13 @@ func planOne(h *Handler, uninstall bool) (Change, bool, error) {
 	}
 	c := Change{Handler: h, From: h.RuntimeType, start: start, end: end}
 	if !uninstall {
+		if h.BypassesGuard() {
+			// Editing runtime_path too would be more than the one-line
+			// change this command promises; say what to do instead.
+			return Change{}, false, fmt.Errorf("%w: handler %s in %s sets runtime_path = %q, which containerd starts whatever runtime_type says: "+
+				"remove runtime_path and set shim_path = %q in the guard's configuration (%s)",
+				ErrRuntimePath, h.Key(), h.File.Path, h.RuntimePath, h.RuntimePath, shim.ConfigPath())
+		}
 		if h.RuntimeType == RuntimeTypeGuard {
 			return Change{}, false, nil
 		}

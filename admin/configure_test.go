@@ -266,6 +266,7 @@ func TestConfigureRefuses(t *testing.T) {
 		{name: "named handler missing", fixture: "containerd16-debian.toml", handlers: []string{"kata"}, want: `named "kata"`, wantErr: ErrNoHandler},
 		{name: "named handler is runc", fixture: "containerd16-debian.toml", handlers: []string{"runc"}, want: "fronts only"},
 		{name: "missing file", fixture: "does-not-exist.toml", want: "no such file"},
+		{name: "runtime_path names the runsc shim", fixture: "runtime-path.toml", want: `remove runtime_path and set shim_path = "/opt/gvisor/bin/containerd-shim-runsc-v1"`, wantErr: ErrRuntimePath},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

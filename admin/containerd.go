@@ -89,6 +89,9 @@ type Handler struct {
 	Table []string
 	// RuntimeType is its runtime_type ("" when unset).
 	RuntimeType string
+	// RuntimePath is its runtime_path ("" when unset): when set, containerd
+	// starts that binary whatever runtime_type names.
+	RuntimePath string
 	// Options is its options table (TypeUrl, ConfigPath, SystemdCgroup, ...).
 	Options map[string]any
 	// value is where the runtime_type value sits in File.Data; line is
@@ -100,6 +103,14 @@ type Handler struct {
 // Key is the dotted TOML key of the handler's table, for messages.
 func (h *Handler) Key() string {
 	return tomlKey(append(slices.Clone(h.Table), h.Name))
+}
+
+// BypassesGuard reports whether the handler's runtime_path names a binary
+// other than the guard: containerd (1.6 and later) then starts that binary
+// and runtime_type only names the runtime, so switching runtime_type to the
+// guard's would change nothing.
+func (h *Handler) BypassesGuard() bool {
+	return h.RuntimePath != "" && filepath.Base(h.RuntimePath) != guardShimBinary
 }
 
 // ConfigPath returns the handler's options.ConfigPath, the runsc shim's
@@ -236,6 +247,7 @@ func (f *ConfigFile) findHandlers() error {
 			}
 			h := &Handler{Name: name, File: f, Table: table}
 			h.RuntimeType, _ = rt["runtime_type"].(string)
+			h.RuntimePath, _ = rt["runtime_path"].(string)
 			h.Options, _ = rt["options"].(map[string]any)
 			f.Handlers = append(f.Handlers, h)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/runsc-guard/runsc-guard/cgroupfix"
+	"github.com/runsc-guard/runsc-guard/shim"
 )
 
 // Levels of a doctor finding.
@@ -280,7 +281,14 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 	check := "handler " + h.Name
 	guarded := h.RuntimeType == RuntimeTypeGuard
 	fix := installFix + h.Name
-	if guarded {
+	if h.BypassesGuard() {
+		pathFix := fmt.Sprintf("remove runtime_path from %s and set shim_path = %q in %s", h.Key(), h.RuntimePath, shim.ConfigPath())
+		if guarded {
+			d.add(LevelError, check, pathFix, "runtime_type %s, but containerd starts runtime_path %s: the guard never runs", RuntimeTypeGuard, h.RuntimePath)
+		} else {
+			d.add(LevelWarn, check, pathFix, "runtime_path %s is started whatever runtime_type says: install.sh refuses this handler until it is removed", h.RuntimePath)
+		}
+	} else if guarded {
 		if path, err := d.env.LookPath(guardShimBinary); err != nil {
 			d.add(LevelError, check, "install the guard binary on containerd's PATH: install.sh", "runtime_type %s but %s not found: %v", RuntimeTypeGuard, guardShimBinary, err)
 		} else {

@@ -29,6 +29,8 @@ type fakeDoctorNode struct {
 	handler     string
 	runscConfig string
 	version     int
+	// runtimePath is the runsc handler's runtime_path ("": unset).
+	runtimePath string
 }
 
 func (f fakeDoctorNode) env(t *testing.T) DoctorEnv {
@@ -51,10 +53,11 @@ func (f fakeDoctorNode) env(t *testing.T) DoctorEnv {
     SystemdCgroup = %[3]s
 [%[2]s.containerd.runtimes.runsc]
   runtime_type = %[4]q
+  runtime_path = %[6]q
   [%[2]s.containerd.runtimes.runsc.options]
     TypeUrl = "io.containerd.runsc.v1.options"
     ConfigPath = %[5]q
-`, max(f.version, 2), table, f.driver, f.handler, runscOpts))
+`, max(f.version, 2), table, f.driver, f.handler, runscOpts, f.runtimePath))
 
 	bins := map[string]string{"containerd": f.containerd, "/usr/bin/runsc": f.runsc}
 	if !f.noShim {
@@ -188,6 +191,26 @@ func TestDoctor(t *testing.T) {
 			node:     fakeDoctorNode{containerd: containerd16Debian, runsc: runscFixed, driver: "false", handler: RuntimeTypeGuard, version: 3},
 			want:     []string{"ERROR containerd config: ", "is config version 3, which containerd 1.6.20 refuses", "INFO runsc shim: ", "INFO cgroup driver: cgroupfs"},
 			wantExit: exitFinding,
+		},
+		{
+			name:     "guard handler whose runtime_path starts the runsc shim",
+			node:     fakeDoctorNode{containerd: containerd24, runsc: runscFixed, shimDeps: shimV2, driver: "true", handler: RuntimeTypeGuard, runtimePath: "/opt/gvisor/containerd-shim-runsc-v1"},
+			want:     []string{"ERROR handler runsc: runtime_type io.containerd.runsc-guard.v1, but containerd starts runtime_path /opt/gvisor/containerd-shim-runsc-v1: the guard never runs"},
+			wantNot:  []string{"goes through runsc-guard"},
+			wantExit: exitFinding,
+		},
+		{
+			name:     "runsc handler with runtime_path, not yet guarded",
+			node:     fakeDoctorNode{containerd: containerd16Debian, runsc: runscDebian, shimDeps: "github.com/containerd/containerd", driver: "true", handler: RuntimeTypeRunsc, runtimePath: "/opt/gvisor/containerd-shim-runsc-v1"},
+			want:     []string{"WARN handler runsc: runtime_path /opt/gvisor/containerd-shim-runsc-v1 is started whatever runtime_type says: install.sh refuses"},
+			wantExit: exitFinding,
+		},
+		{
+			name:     "handler path names the guard itself",
+			node:     fakeDoctorNode{containerd: containerd24, runsc: runscFixed, shimDeps: shimV2, driver: "true", handler: RuntimeTypeGuard, runtimePath: "/usr/local/bin/containerd-shim-runsc-guard-v1"},
+			want:     []string{"OK handler runsc: goes through runsc-guard"},
+			wantNot:  []string{"runtime_path"},
+			wantExit: exitOK,
 		},
 		{
 			name:     "guard configured but not installed",
