@@ -139,9 +139,14 @@ func expectSurvived(t *testing.T, c *scenarioCase) {
 		"OOM kills: pod %s, sandbox cgroup %s; want none", f["pod_oom_kill"], f["sandbox_oom_kill"])
 }
 
+// expectNoLeftovers: nothing of the pod's sandbox outlives
+// RemovePodSandbox: no process, and no cgroup named for it (runsc's, the
+// runtime's scope, or the scope a guard move made).
 func expectNoLeftovers(t *testing.T, c *scenarioCase) {
 	c.check(t, c.f["leftover_processes"] == "",
 		"processes left after RemovePodSandbox: %s", c.f["leftover_processes"])
+	c.check(t, strings.TrimSpace(c.f["leftover_cgroups"]) == "",
+		"cgroups left after RemovePodSandbox: %s", c.f["leftover_cgroups"])
 }
 
 // requireRecord: every sandbox behind the guard must have its decision

@@ -574,6 +574,9 @@ remove_pod() {
 	fact remove_seconds $((SECONDS - t0))
 	sleep 1
 	fact leftover_processes "$(pgrep -af "$POD_ID" | grep -v pgrep | cut -c1-200 | tr '\n' ';')"
+	# cgroups named for the pod's sandbox (runsc's, systemd's scope, the
+	# guard's), still there after RemovePodSandbox.
+	fact leftover_cgroups "$(find "$CG" -mindepth 1 -type d -name "*$POD_ID*" 2> /dev/null | sed "s|^$CG||" | tr '\n' ' ')"
 	remove_pod_cgroup
 	POD_ID=
 }
