@@ -345,39 +345,55 @@ func ScanRunsc(procRoot string) ([]RunscProc, error) {
 // booting containerID. It returns ErrSandboxNotFound if there is none and
 // ErrMultipleSandboxes if more than one claims the id.
 func FindSandbox(procRoot, containerID string) (pid int, flags SandboxFlags, err error) {
-	if containerID == "" {
-		return 0, SandboxFlags{}, fmt.Errorf("find sandbox: %w: empty container id", ErrInvalidArgument)
-	}
 	procs, err := ScanRunsc(procRoot)
 	if err != nil {
 		return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s: %w", containerID, err)
 	}
+	p, err := SandboxOf(procs, containerID)
+	if err != nil {
+		return 0, SandboxFlags{}, fmt.Errorf("%w (under %s)", err, procRoot)
+	}
+	return p.PID, p.Sandbox, nil
+}
+
+// SandboxOf picks the runsc-sandbox booting containerID out of a scan.
+func SandboxOf(procs []RunscProc, containerID string) (RunscProc, error) {
+	if containerID == "" {
+		return RunscProc{}, fmt.Errorf("find sandbox: %w: empty container id", ErrInvalidArgument)
+	}
+	var found RunscProc
 	for _, p := range procs {
 		if !p.IsSandbox() || p.Sandbox.ContainerID != containerID {
 			continue
 		}
-		if pid != 0 {
-			return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s: %w: pids %d and %d", containerID, ErrMultipleSandboxes, pid, p.PID)
+		if found.PID != 0 {
+			return RunscProc{}, fmt.Errorf("find sandbox %s: %w: pids %d and %d", containerID, ErrMultipleSandboxes, found.PID, p.PID)
 		}
-		pid, flags = p.PID, p.Sandbox
+		found = p
 	}
-	if pid == 0 {
-		return 0, SandboxFlags{}, fmt.Errorf("find sandbox %s under %s: %w", containerID, procRoot, ErrSandboxNotFound)
+	if found.PID == 0 {
+		return RunscProc{}, fmt.Errorf("find sandbox %s: %w", containerID, ErrSandboxNotFound)
 	}
-	return pid, flags, nil
+	return found, nil
 }
 
 // FindGofers returns the runsc-gofer processes whose --bundle is bundle,
-// with their cgroups. Old runsc leaves an app container's gofer in
-// /system.slice/containerd.service even with systemd-cgroup set
-// (testbed-notes §8; https://github.com/google/gvisor/issues/2535).
+// with their cgroups.
 func FindGofers(procRoot, bundle string) ([]Proc, error) {
-	if bundle == "" {
-		return nil, fmt.Errorf("find gofers: %w: empty bundle", ErrInvalidArgument)
-	}
 	procs, err := ScanRunsc(procRoot)
 	if err != nil {
 		return nil, fmt.Errorf("find gofers of %s: %w", bundle, err)
+	}
+	return GofersOf(procs, bundle)
+}
+
+// GofersOf picks the runsc-gofer processes serving bundle out of a scan.
+// Old runsc leaves an app container's gofer in
+// /system.slice/containerd.service even with systemd-cgroup set
+// (testbed-notes §8; https://github.com/google/gvisor/issues/2535).
+func GofersOf(procs []RunscProc, bundle string) ([]Proc, error) {
+	if bundle == "" {
+		return nil, fmt.Errorf("find gofers: %w: empty bundle", ErrInvalidArgument)
 	}
 	want := filepath.Clean(bundle)
 	var out []Proc

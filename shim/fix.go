@@ -418,23 +418,23 @@ func decodeOptions(a *anypb.Any) (*runtimeoptions.Options, bool, error) {
 // the sandbox with, moves misplaced processes under the pod cgroup, and
 // records the outcome.
 func (w *work) after(ctx context.Context, _ *taskAPI.CreateTaskResponse) error {
-	procRoot := w.fix.Config.ProcRoot
+	// One pass over /proc for the sandbox and the gofers.
+	scan, err := cgroupfix.ScanRunsc(w.fix.Config.ProcRoot)
+	if err != nil {
+		return w.fail(ctx, fmt.Errorf("find the runsc processes of %s: %w", w.req.ID, err))
+	}
 	var procs []cgroupfix.Proc
 	if w.sandbox() {
-		pid, flags, err := cgroupfix.FindSandbox(procRoot, w.req.ID)
+		s, err := cgroupfix.SandboxOf(scan, w.req.ID)
 		switch {
 		case err != nil:
 			w.rec.Warnings = append(w.rec.Warnings, fmt.Sprintf("sandbox process not found: %v", err))
 		default:
-			w.rec.SandboxPID, w.rec.TotalMemory, w.rec.CPUNum = pid, flags.TotalMemory, flags.CPUNum
-			cg, err := cgroupfix.ProcCgroup(procRoot, pid)
-			if err != nil {
-				return w.fail(ctx, fmt.Errorf("cgroup of sandbox process %d: %w", pid, err))
-			}
-			procs = append(procs, cgroupfix.Proc{PID: pid, Argv0: "runsc-sandbox", Cgroup: cg})
+			w.rec.SandboxPID, w.rec.TotalMemory, w.rec.CPUNum = s.PID, s.Sandbox.TotalMemory, s.Sandbox.CPUNum
+			procs = append(procs, s.Proc)
 		}
 	}
-	gofers, err := cgroupfix.FindGofers(procRoot, w.req.Bundle)
+	gofers, err := cgroupfix.GofersOf(scan, w.req.Bundle)
 	if err != nil {
 		return w.fail(ctx, fmt.Errorf("find gofers of %s: %w", w.req.ID, err))
 	}

@@ -259,6 +259,15 @@ func TestSandboxFixOldRunscMisplaced(t *testing.T) {
 	if r.Outcome != "ok" || r.Effective.MemoryBytes != limit256 || r.TotalMemory != nodeRAM || r.PodCgroup != podSlice || r.PodName != "eater" {
 		t.Errorf("record = %+v", r)
 	}
+	// The record names the sandbox and its gofer where runsc put them, and
+	// both again after the move.
+	wantBefore := []cgroupfix.Proc{{PID: sandboxPID, Argv0: "runsc-sandbox", Cgroup: misplaced}, {PID: goferPID, Argv0: "runsc-gofer", Cgroup: misplaced}}
+	if diff := cmp.Diff(wantBefore, r.PlacementBefore); diff != "" {
+		t.Errorf("record placement_before (-want +got):\n%s", diff)
+	}
+	if len(r.PlacementAfter) != len(wantBefore) {
+		t.Errorf("record placement_after = %+v, want the sandbox and its gofer", r.PlacementAfter)
+	}
 	for _, p := range r.PlacementAfter {
 		if !cgroupfix.Within(podSlice, p.Cgroup) {
 			t.Errorf("after the move %s[%d] is in %s", p.Argv0, p.PID, p.Cgroup)
