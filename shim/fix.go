@@ -317,8 +317,8 @@ func (w *work) loadOptions(ctx context.Context) error {
 		return fmt.Errorf("runsc options %s of %s: %w", opts.ConfigPath, w.req.ID, err)
 	}
 	w.opts, w.optsKnown = opts, true
-	if _, missing, err := cgroupfix.SetRunscFlags(w.optsBody, map[string]string{cgroupfix.SystemdCgroupKey: "true"}); err == nil && len(missing) == 0 {
-		w.systemdFlag = true
+	if _, changed, err := cgroupfix.EnableSystemdCgroup(w.optsBody); err == nil && !changed {
+		w.systemdFlag = true // already on in the operator's options
 	}
 	if !w.fix.Config.AddRunscFlags || w.path.Driver != cgroupfix.DriverSystemd || w.systemdFlag {
 		return nil
@@ -440,20 +440,10 @@ func (w *work) after(ctx context.Context, _ *taskAPI.CreateTaskResponse) error {
 	}
 	procs = append(procs, gofers...)
 	w.rec.PlacementBefore = procs
-
-	misplaced := outside(w.rec.PodCgroup, procs)
-	if len(misplaced) > 0 {
-		if err := w.move(ctx, misplaced, w.req.ID); err != nil {
-			return w.fail(ctx, err)
-		}
-		after, err := w.recheck(procs)
-		if err != nil {
-			return w.fail(ctx, err)
-		}
-		w.rec.PlacementAfter = after
-		if still := outside(w.rec.PodCgroup, after); len(still) > 0 {
-			return w.fail(ctx, fmt.Errorf("%s still in %s after the move", describe(still), still[0].Cgroup))
-		}
+	after, err := w.place(ctx, procs, w.req.ID)
+	w.rec.PlacementAfter = after
+	if err != nil {
+		return w.fail(ctx, err)
 	}
 	if w.sandbox() && w.rec.Effective.MemoryLimited() && w.rec.TotalMemory > w.rec.Effective.MemoryBytes {
 		// The kernel holds the pod to its limit (the sandbox is inside the
@@ -496,19 +486,35 @@ func (s *SandboxFix) AfterStart(ctx context.Context, id, bundle string) error {
 		return nil
 	}
 	rec.PlacementBefore = append(rec.PlacementBefore, misplaced...)
-	if err := w.move(ctx, misplaced, id+"-started"); err != nil {
-		return w.fail(ctx, err)
-	}
-	after, err := w.recheck(misplaced)
+	after, err := w.place(ctx, misplaced, id+"-started")
+	rec.PlacementAfter = append(rec.PlacementAfter, after...)
 	if err != nil {
 		return w.fail(ctx, err)
 	}
-	rec.PlacementAfter = append(rec.PlacementAfter, after...)
-	if still := outside(rec.PodCgroup, after); len(still) > 0 {
-		return w.fail(ctx, fmt.Errorf("%s still in %s after the move", describe(still), still[0].Cgroup))
-	}
 	w.finish(ctx)
 	return nil
+}
+
+// place moves those of procs outside the pod cgroup into the scope (or
+// cgroupfs leaf) named for name, and returns where all of procs are
+// afterwards: nil when none had to move or the move failed. A process
+// still outside after the move is an error.
+func (w *work) place(ctx context.Context, procs []cgroupfix.Proc, name string) ([]cgroupfix.Proc, error) {
+	misplaced := outside(w.rec.PodCgroup, procs)
+	if len(misplaced) == 0 {
+		return nil, nil
+	}
+	if err := w.move(ctx, misplaced, name); err != nil {
+		return nil, err
+	}
+	after, err := w.recheck(procs)
+	if err != nil {
+		return nil, err
+	}
+	if still := outside(w.rec.PodCgroup, after); len(still) > 0 {
+		return after, fmt.Errorf("%s still in %s after the move", describe(still), still[0].Cgroup)
+	}
+	return after, nil
 }
 
 // outside returns the processes not under the pod cgroup.
