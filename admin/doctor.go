@@ -34,14 +34,6 @@ const (
 	runscShimBinary = "containerd-shim-runsc-v1"
 )
 
-// runsc releases with the fixes that make a pod limit hold without the
-// guard.
-const (
-	runscSystemdFlag = cgroupfix.ReleaseSystemdFlag
-	runscParentLimit = cgroupfix.ReleaseParentLimit
-	runscSystemdAuto = cgroupfix.ReleaseSystemdAuto
-)
-
 // Finding is one result of the doctor.
 type Finding struct {
 	Level   string `json:"level"`
@@ -326,7 +318,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 			"containerd %s cannot parse the runsc shim's JSON start reply: every pod fails with \"dial unix {\\\"version\\\":2,...}: invalid argument\"", ctrd)
 	}
 	if guarded {
-		if driver == "systemd" && date != 0 && date < runscSystemdFlag {
+		if driver == "systemd" && date != 0 && date < cgroupfix.ReleaseSystemdFlag {
 			d.add(LevelWarn, check, "upgrade runsc", "runsc %d predates systemd-cgroup: the guard can only move the sandbox into the pod slice after it started (https://github.com/google/gvisor/issues/193)", date)
 		}
 		return
@@ -339,7 +331,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 			problems++
 			d.add(LevelWarn, check, fix+", or set systemd-cgroup = \"true\" in [runsc_config]",
 				"systemd driver without systemd-cgroup on a runsc of unknown release: sandboxes may land in system.slice, outside the pod limit (https://github.com/google/gvisor/issues/10264)")
-		case date < runscSystemdAuto:
+		case date < cgroupfix.ReleaseSystemdAuto:
 			problems++
 			d.add(LevelError, check, fix+", or set systemd-cgroup = \"true\" in [runsc_config] of "+orNone(h.ConfigPath()),
 				"runsc %d with the systemd driver and no systemd-cgroup puts sandboxes under system.slice, outside the pod slice: pod memory limits do not hold (https://github.com/google/gvisor/issues/193, https://github.com/google/gvisor/issues/10264)", date)
@@ -349,7 +341,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 	case cgv == cgroupfix.V1:
 		problems++
 		d.add(LevelWarn, check, fix, "on cgroup v1 runsc sizes sandboxes from the leaf cgroup: --total-memory is the node's RAM and the kernel kills the whole sandbox at the pod limit (https://github.com/google/gvisor/issues/9580)")
-	case date != 0 && date < runscParentLimit:
+	case date != 0 && date < cgroupfix.ReleaseParentLimit:
 		problems++
 		d.add(LevelWarn, check, fix+", or upgrade runsc to release-20231106.0 or later",
 			"runsc %d reads only the leaf memory.max: sandboxes boot with --total-memory = node RAM and the kernel kills the whole sandbox at the pod limit (https://github.com/google/gvisor/issues/9580)", date)

@@ -13,10 +13,6 @@ import (
 // ceil(quota/period) of the sandbox cgroup (runsc/sandbox/sandbox.go).
 const CPUNumFromQuotaKey = "cpu-num-from-quota"
 
-// SystemdCgroupKey is the runsc flag that makes runsc create cgroups
-// through systemd (see EnableSystemdCgroup).
-const SystemdCgroupKey = systemdCgroupKey
-
 // SetRunscFlags returns the runsc shim options TOML with each of flags set
 // in its [runsc_config] table, keeping every other key, and which of them
 // it had to change (already equal string values are left alone). With

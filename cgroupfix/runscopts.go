@@ -4,13 +4,13 @@ package cgroupfix
 // string entries become global runsc flags on every runsc call.
 const runscConfigTable = "runsc_config"
 
-// systemdCgroupKey is the runsc flag that makes runsc create the
+// SystemdCgroupKey is the runsc flag that makes runsc create the
 // sandbox's cgroup through systemd, under the pod slice. runsc has it
 // since release-20220321.0 (https://github.com/google/gvisor/pull/7287,
 // issue https://github.com/google/gvisor/issues/193); without it a
 // systemd cgroupsPath lands in system.slice
 // (https://github.com/google/gvisor/issues/10264, minikube 22033).
-const systemdCgroupKey = "systemd-cgroup"
+const SystemdCgroupKey = "systemd-cgroup"
 
 // EnableSystemdCgroup returns the runsc shim options TOML with
 // [runsc_config] systemd-cgroup = "true" set, keeping every other key and
@@ -22,6 +22,6 @@ const systemdCgroupKey = "systemd-cgroup"
 // systemd-cgroup = true (which the shim cannot decode) is rewritten as the
 // string "true".
 func EnableSystemdCgroup(tomlBody []byte) (out []byte, changed bool, err error) {
-	out, keys, err := SetRunscFlags(tomlBody, map[string]string{systemdCgroupKey: "true"})
+	out, keys, err := SetRunscFlags(tomlBody, map[string]string{SystemdCgroupKey: "true"})
 	return out, len(keys) > 0, err
 }
