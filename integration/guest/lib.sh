@@ -678,6 +678,16 @@ end_workload() {
 	say "  -> $(grep -E '^(sandbox_cgroup|total_memory|reason|survived|pod_peak|start_error)=.' "$FACTS" | tr '\n' ' ')"
 }
 
+# red_and_green: scenarios 1 and 2 on the containerd in use: the seed's two
+# workloads on the stock shim with Debian's runsc, then behind the guard.
+red_and_green() {
+	run_workload red-doubler stock-deb "$WL_DOUBLER"
+	run_workload red-alloc stock-deb "$WL_ALLOC"
+	requires_guard
+	run_workload green-doubler guard-deb "$WL_DOUBLER"
+	run_workload green-alloc guard-deb "$WL_ALLOC"
+}
+
 # requires_guard: skips the scenario (recorded) when no guard binary came.
 requires_guard() {
 	if [ ! -x "$GUARD_BIN" ]; then

@@ -4,10 +4,6 @@
 # shim is used directly, without the compat wrapper).
 scenario() {
 	use_containerd 1.7 systemd
-	run_workload red-doubler stock-deb "$WL_DOUBLER"
-	run_workload red-alloc stock-deb "$WL_ALLOC"
-	requires_guard
-	run_workload green-doubler guard-deb "$WL_DOUBLER"
-	run_workload green-alloc guard-deb "$WL_ALLOC"
+	red_and_green
 	use_containerd 1.6 systemd
 }

@@ -3,9 +3,5 @@
 # stock shim used directly; testbed-notes §12).
 scenario() {
 	use_containerd 2.4 systemd
-	run_workload red-doubler stock-deb "$WL_DOUBLER"
-	run_workload red-alloc stock-deb "$WL_ALLOC"
-	requires_guard
-	run_workload green-doubler guard-deb "$WL_DOUBLER"
-	run_workload green-alloc guard-deb "$WL_ALLOC"
+	red_and_green
 }
