@@ -8,16 +8,16 @@ import (
 	"text/tabwriter"
 )
 
-// auditSummary counts the verdicts.
-type auditSummary struct {
+// AuditSummary counts the verdicts.
+type AuditSummary struct {
 	Sandboxes int `json:"sandboxes"`
 	OK        int `json:"ok"`
 	Unlimited int `json:"unlimited"`
 	AtRisk    int `json:"at_risk"`
 }
 
-func summarize(reports []SandboxReport) auditSummary {
-	s := auditSummary{Sandboxes: len(reports)}
+func summarize(reports []SandboxReport) AuditSummary {
+	s := AuditSummary{Sandboxes: len(reports)}
 	for _, r := range reports {
 		switch r.Verdict {
 		case VerdictOK:
@@ -31,11 +31,14 @@ func summarize(reports []SandboxReport) auditSummary {
 	return s
 }
 
+// AuditJSON is the document `audit --json` prints.
+type AuditJSON struct {
+	Summary   AuditSummary    `json:"summary"`
+	Sandboxes []SandboxReport `json:"sandboxes"`
+}
+
 func writeAuditJSON(w io.Writer, reports []SandboxReport) error {
-	return writeJSON(w, struct {
-		Summary   auditSummary    `json:"summary"`
-		Sandboxes []SandboxReport `json:"sandboxes"`
-	}{summarize(reports), reports})
+	return writeJSON(w, AuditJSON{summarize(reports), reports})
 }
 
 func writeAuditTable(w io.Writer, reports []SandboxReport) error {

@@ -179,14 +179,11 @@ func TestAuditCommand(t *testing.T) {
 	})
 	t.Run("json", func(t *testing.T) {
 		out, _ := run("--json")
-		var got struct {
-			Summary   auditSummary
-			Sandboxes []SandboxReport
-		}
+		var got AuditJSON
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			t.Fatalf("audit --json output does not parse: %v\n%s", err, out)
 		}
-		want := auditSummary{Sandboxes: 3, OK: 1, Unlimited: 1, AtRisk: 1}
+		want := AuditSummary{Sandboxes: 3, OK: 1, Unlimited: 1, AtRisk: 1}
 		if diff := cmp.Diff(want, got.Summary); diff != "" {
 			t.Errorf("audit --json summary (-want +got):\n%s", diff)
 		}

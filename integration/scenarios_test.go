@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/runsc-guard/runsc-guard/admin"
 )
 
 func TestMain(m *testing.M) {
@@ -406,35 +408,14 @@ func TestScenario8Move(t *testing.T) {
 	})
 }
 
-// auditReport is the part of `containerd-shim-runsc-guard-v1 audit --json`
-// scenario 9 reads.
-type auditReport struct {
-	Summary struct {
-		Sandboxes int `json:"sandboxes"`
-		AtRisk    int `json:"at_risk"`
-	} `json:"summary"`
-	Sandboxes []auditSandbox `json:"sandboxes"`
-}
-
-type auditSandbox struct {
-	ContainerID  string   `json:"container_id"`
-	Verdict      string   `json:"verdict"`
-	Reasons      []string `json:"reasons"`
-	Guarded      bool     `json:"guarded"`
-	GuardActions []string `json:"guard_actions"`
-	GuardOutcome string   `json:"guard_outcome"`
-	TotalMemory  int64    `json:"total_memory_bytes"`
-	PodLimit     int64    `json:"pod_limit_bytes"`
-}
-
 // readAudit reads the case's `audit --json` output NAME.json (guest
 // 9-install.sh audit_case) and returns the entry of the case's sandbox.
-func readAudit(c *scenarioCase, name string) (*auditSandbox, error) {
+func readAudit(c *scenarioCase, name string) (*admin.SandboxReport, error) {
 	b, err := os.ReadFile(filepath.Join(c.dir(), name+".json"))
 	if err != nil {
 		return nil, err
 	}
-	var a auditReport
+	var a admin.AuditJSON
 	if err := json.Unmarshal(b, &a); err != nil {
 		return nil, fmt.Errorf("%s --json does not parse: %w", name, err)
 	}
@@ -448,7 +429,7 @@ func readAudit(c *scenarioCase, name string) (*auditSandbox, error) {
 
 // expectAudit: the audit sample NAME exited rc and its JSON lists the
 // case's sandbox with the verdict.
-func expectAudit(t *testing.T, c *scenarioCase, name, rc, verdict string) *auditSandbox {
+func expectAudit(t *testing.T, c *scenarioCase, name, rc, verdict string) *admin.SandboxReport {
 	key := strings.ReplaceAll(name, "-", "_") + "_rc"
 	c.check(t, c.f[key] == rc, "%s exited %s, want %s", name, c.f[key], rc)
 	s, err := readAudit(c, name)
