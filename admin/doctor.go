@@ -17,7 +17,6 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/runsc-guard/runsc-guard/cgroupfix"
-	"github.com/runsc-guard/runsc-guard/shim"
 )
 
 // Levels of a doctor finding.
@@ -274,7 +273,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 	guarded := h.RuntimeType == RuntimeTypeGuard
 	fix := installFix + h.Name
 	if h.BypassesGuard() {
-		pathFix := fmt.Sprintf("remove runtime_path from %s and set shim_path = %q in %s", h.Key(), h.RuntimePath, shim.ConfigPath())
+		pathFix := fmt.Sprintf("remove runtime_path from %s and set shim_path = %q in the guard's configuration", h.Key(), h.RuntimePath)
 		if guarded {
 			d.add(LevelError, check, pathFix, "runtime_type %s, but containerd starts runtime_path %s: the guard never runs", RuntimeTypeGuard, h.RuntimePath)
 		} else {
