@@ -26,16 +26,17 @@ func ReadDelegateAddress(bundle string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}
-	a, err := ParseStartReply(b)
+	r, err := ParseStartReply(b)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}
-	return a, nil
+	return r.Address, nil
 }
 
-// writeAddress makes <bundle>/address name the guard, so that containerd
-// 1.6/1.7 reconnect to the guard, not the runsc shim, after a restart
-// (2.x reads bootstrap.json, which it writes from the guard's start reply).
+// writeAddress makes <bundle>/address name the container's guard socket, so
+// that containerd 1.6/1.7 reconnect to the guard, not the runsc shim, after
+// a restart (2.x reads bootstrap.json, which it writes from the guard's
+// start reply).
 func writeAddress(bundle, address string) error {
 	return atomicfile.Write(filepath.Join(bundle, "address"), []byte(address), 0o600)
 }

@@ -102,9 +102,13 @@ type probeResult struct {
 	ok  bool
 }
 
-// probeRunsc runs the runsc binary with args (bounded, once per binary and
-// args: the answers do not change while the guard runs) and returns its
-// stdout and whether it exited 0.
+// probeRunsc runs the runsc binary with args (bounded) and returns its
+// stdout and whether it exited 0. Definite answers are cached per binary
+// and args, as they do not change while the guard runs: an exit 0, or
+// runsc's own refusal (exit status 2 for a flag it does not define, or
+// any other exit status it chose). A probe that timed out, was killed or
+// could not run is not an answer: it is tried again next time, so a slow
+// moment on a loaded node is not remembered as "flag unknown".
 func probeRunsc(ctx context.Context, runsc string, args ...string) (string, bool) {
 	path, err := exec.LookPath(runsc)
 	if err != nil {
@@ -115,12 +119,27 @@ func probeRunsc(ctx context.Context, runsc string, args ...string) (string, bool
 		r := v.(probeResult)
 		return r.out, r.ok
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	r, definite := runProbe(ctx, path, args...)
+	if definite {
+		runscProbes.Store(key, r)
+	}
+	return r.out, r.ok
+}
+
+// probeTimeout bounds one runsc probe.
+var probeTimeout = 10 * time.Second
+
+// runProbe runs one probe and says whether its result is definite.
+func runProbe(ctx context.Context, path string, args ...string) (probeResult, bool) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, args...).Output()
-	r := probeResult{out: string(out), ok: err == nil}
-	runscProbes.Store(key, r)
-	return r.out, r.ok
+	if err == nil {
+		return probeResult{out: string(out), ok: true}, true
+	}
+	var ee *exec.ExitError
+	definite := errors.As(err, &ee) && ee.Exited() && ctx.Err() == nil
+	return probeResult{out: string(out)}, definite
 }
 
 // probeRunscFlag runs `runsc --flag=true --version`: runsc exits 2 on a

@@ -17,10 +17,11 @@ func FuzzParseStartReply(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		got, err := ParseStartReply(in)
+		r, err := ParseStartReply(in)
 		if err != nil {
 			return
 		}
+		got := r.Address
 		if !strings.HasPrefix(got, "unix://") || len(got) == len("unix://") || strings.ContainsAny(got, "\n\x00") {
 			t.Fatalf("ParseStartReply(%q) = %q: not a single unix:// address", in, got)
 		}

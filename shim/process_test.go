@@ -16,6 +16,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
@@ -69,14 +70,19 @@ func fakeShimMain(args []string) int {
 			fmt.Fprint(os.Stderr, err)
 			return 1
 		}
+		_ = os.WriteFile(filepath.Join(bundle, "shim.pid"), []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
 		addr := "unix://" + sock
 		// The real shims write their own address file; the guard must
 		// replace it.
 		_ = os.WriteFile(filepath.Join(bundle, "address"), []byte(addr), 0o600)
-		if os.Getenv("FAKE_REPLY") == "json" {
+		switch os.Getenv("FAKE_REPLY") {
+		case "json":
 			b, _ := json.Marshal(map[string]any{"version": 2, "address": addr, "protocol": "ttrpc"})
 			os.Stdout.Write(b)
-		} else {
+		case "protobuf":
+			b, _ := proto.Marshal(&bootapi.BootstrapResult{Version: 2, Address: addr, Protocol: "ttrpc"})
+			os.Stdout.Write(b)
+		default:
 			fmt.Print(addr)
 		}
 		return 0
@@ -96,6 +102,11 @@ func fakeShimMain(args []string) int {
 		case <-time.After(time.Minute):
 		}
 		os.Remove(strings.TrimPrefix(l.Addr().String(), "unix://"))
+		// As containerd's shim library does when a shim exits: remove the
+		// socket that <bundle>/address names.
+		if b, err := os.ReadFile("address"); err == nil {
+			os.Remove(strings.TrimPrefix(string(b), "unix://"))
+		}
 		return 0
 	case "delete":
 		if os.Getenv("FAKE_DELETE_FAIL") != "" {
@@ -204,54 +215,45 @@ func (e *shimEnv) killLeftovers(t *testing.T) {
 	}
 }
 
+func (e *shimEnv) containerd() string { return filepath.Join(e.dir, "containerd.sock") }
+
 func (e *shimEnv) startArgs(id string) []string {
-	return []string{"-namespace", "k8s.io", "-address", filepath.Join(e.dir, "containerd.sock"),
+	return []string{"-namespace", "k8s.io", "-address", e.containerd(),
 		"-publish-binary", "/bin/true", "-id", id, "start"}
 }
 
 // TestStartServeDelete drives the guard binary through a pod's life as
-// containerd does, in front of a stand-in runsc shim answering plain and
-// JSON start replies.
+// containerd does, in front of a stand-in runsc shim answering each start
+// reply format.
 func TestStartServeDelete(t *testing.T) {
-	for _, reply := range []string{"plain", "json"} {
+	for _, reply := range []string{"plain", "json", "protobuf"} {
 		t.Run(reply, func(t *testing.T) {
 			e := newShimEnv(t, reply)
-			sb := e.bundle(t, "sb1", map[string]string{cgroupfix.AnnotationContainerType: "sandbox", cgroupfix.AnnotationSandboxID: "sb1"})
-			app := e.bundle(t, "app1", map[string]string{cgroupfix.AnnotationContainerType: "container", cgroupfix.AnnotationSandboxID: "sb1"})
+			sb := e.bundle(t, "sb1", podAnnotations("sandbox"))
+			app := e.bundle(t, "app1", podAnnotations("container"))
 
 			logs := collectLog(t, sb) // as containerd reads shim logs
 
 			opts := []byte("\x0a\x05hello") // stands for the runtime options Any
-			out, errb, code := e.run(t, sb, opts, e.startArgs("sb1")...)
-			if code != 0 || len(errb) != 0 {
-				t.Fatalf("start sb1: exit %d, stdout %q, stderr %q", code, out, errb)
-			}
-			addr := string(out)
-			if !strings.HasPrefix(addr, "unix://"+e.sockets) || strings.ContainsAny(addr, "{\n") {
-				t.Fatalf("start sb1 printed %q, want a plain unix:// address in %s", addr, e.sockets)
-			}
-			if b, _ := os.ReadFile(filepath.Join(sb, "address")); string(b) != addr {
-				t.Errorf("<bundle>/address = %q, want the guard %q", b, addr)
-			}
+			addr := e.start(t, sb, "sb1", opts)
 			if b, _ := os.ReadFile(filepath.Join(sb, "fake-stdin")); !bytes.Equal(b, opts) {
 				t.Errorf("runsc shim got stdin %q, want %q", b, opts)
 			}
 			if b, _ := os.ReadFile(filepath.Join(sb, "fake-args")); string(b) != strings.Join(e.startArgs("sb1"), " ") {
 				t.Errorf("runsc shim got args %q, want %q", b, strings.Join(e.startArgs("sb1"), " "))
 			}
-
-			out2, errb, code := e.run(t, app, nil, e.startArgs("app1")...)
-			if code != 0 || string(out2) != addr {
-				t.Fatalf("start app1: exit %d, stdout %q (stderr %q), want the pod's guard %q", code, out2, errb, addr)
+			appAddr := e.start(t, app, "app1", nil)
+			if appAddr == addr {
+				t.Errorf("app1 got the sandbox's socket %q: each container needs its own", addr)
 			}
-			guards := procsMentioning("\x00serve")
-			if n := countMentioning(guards, e.dir); n != 1 {
+			if n := countMentioning(procsMentioning("\x00serve"), e.dir); n != 1 {
 				t.Errorf("%d guard servers for one pod, want 1", n)
 			}
 
-			c := dialTask(t, addr)
 			ctx := context.Background()
+			clients := map[string]taskAPI.TTRPCTaskService{"sb1": dialTask(t, addr), "app1": dialTask(t, appAddr)}
 			for id, bundle := range map[string]string{"sb1": sb, "app1": app} {
+				c := clients[id]
 				if _, err := c.Create(ctx, &taskAPI.CreateTaskRequest{ID: id, Bundle: bundle}); err != nil {
 					t.Fatalf("Create(%s): %v", id, err)
 				}
@@ -264,35 +266,154 @@ func TestStartServeDelete(t *testing.T) {
 				}
 			}
 
+			// The app container goes; its runsc shim, exiting, removes the
+			// socket its bundle's address file names (containerd's shim
+			// library does). The sandbox must stay reachable on a new
+			// connection, as containerd makes after a restart.
+			if _, err := clients["app1"].Shutdown(ctx, &taskAPI.ShutdownRequest{ID: "app1"}); err != nil {
+				t.Fatalf("Shutdown(app1): %v", err)
+			}
+			pid, err := delegatePID(app, "app1")
+			if err != nil {
+				t.Fatalf("app1's runsc shim: %v", err)
+			}
+			waitFor(t, func() bool { return unix.Kill(pid, 0) != nil || isZombie(pid) }, "app1's runsc shim to exit")
+			again := dialTask(t, addr)
+			if _, err := again.State(ctx, &taskAPI.StateRequest{ID: "sb1"}); err != nil {
+				t.Errorf("State(sb1) on a new connection after app1 went: %v", err)
+			}
+			// A new container of the pod goes to the same guard.
+			app2 := e.bundle(t, "app2", podAnnotations("container"))
+			app2Addr := e.start(t, app2, "app2", nil)
+			if n := countMentioning(procsMentioning("\x00serve"), e.dir); n != 1 {
+				t.Errorf("%d guard servers after app2 started, want 1", n)
+			}
+
 			// delete passes the runsc shim's DeleteResponse through.
-			dout, derr, code := e.run(t, app, nil, "-namespace", "k8s.io", "-address", "x", "-id", "app1", "-bundle", app, "delete")
+			dout, derr, code := e.run(t, app, nil, "-namespace", "k8s.io", "-address", e.containerd(), "-id", "app1", "-bundle", app, "delete")
 			var dr taskAPI.DeleteResponse
 			if code != 0 || proto.Unmarshal(dout, &dr) != nil || dr.Pid != 4242 || dr.ExitStatus != 137 {
 				t.Errorf("delete: exit %d, stdout %q (%v), stderr %q; want the runsc shim's response", code, dout, &dr, derr)
 			}
 
-			for _, id := range []string{"app1", "sb1"} {
-				if _, err := c.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: id}); err != nil {
+			for id, a := range map[string]string{"app2": app2Addr, "sb1": addr} {
+				if _, err := dialTask(t, a).Shutdown(ctx, &taskAPI.ShutdownRequest{ID: id}); err != nil {
 					t.Fatalf("Shutdown(%s): %v", id, err)
 				}
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for len(procsMentioning(e.dir)) > 0 && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Millisecond)
-			}
-			if left := procsMentioning(e.dir); len(left) > 0 {
-				t.Errorf("processes left after the last Shutdown: %v", left)
-			}
-			if _, err := os.Stat(strings.TrimPrefix(addr, "unix://")); err == nil {
-				t.Errorf("guard socket %s left behind", addr)
-			}
+			e.expectNothingLeft(t)
 			got := logs()
-			for _, want := range []string{"runsc shim started behind runsc-guard", "guard server serving", "guard server exited"} {
+			for _, want := range []string{"runsc shim started behind runsc-guard", "guard server serving", "guard serving container", "guard server exited"} {
 				if !strings.Contains(got, want) {
 					t.Errorf("containerd's log fifo lacks %q; got:\n%s", want, got)
 				}
 			}
+			if strings.Contains(got, "level=error") {
+				t.Errorf("the guard logged an error in a normal pod life:\n%s", got)
+			}
 		})
+	}
+}
+
+// TestGuardKilled: after kill -9 of the guard, containerd runs delete for
+// each container; nothing of the pod may be left, as with the stock shim.
+func TestGuardKilled(t *testing.T) {
+	e := newShimEnv(t, "plain")
+	sb := e.bundle(t, "sb1", podAnnotations("sandbox"))
+	app := e.bundle(t, "app1", podAnnotations("container"))
+	addr := e.start(t, sb, "sb1", nil)
+	appAddr := e.start(t, app, "app1", nil)
+	c := dialTask(t, addr)
+	if _, err := c.State(context.Background(), &taskAPI.StateRequest{ID: "sb1"}); err != nil {
+		t.Fatal(err)
+	}
+	guards := procsMentioning("\x00serve")
+	if len(guards) != 1 {
+		t.Fatalf("guard servers %v, want 1", guards)
+	}
+	if err := unix.Kill(guards[0], unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := c.State(context.Background(), &taskAPI.StateRequest{ID: "sb1"}); return err != nil }, "containerd's connection to close")
+	for id, b := range map[string]string{"sb1": sb, "app1": app} {
+		_, derr, code := e.run(t, b, nil, "-namespace", "k8s.io", "-address", e.containerd(), "-id", id, "-bundle", b, "delete")
+		if code != 0 {
+			t.Errorf("delete %s: exit %d, stderr %q", id, code, derr)
+		}
+	}
+	for _, a := range []string{addr, appAddr} {
+		if _, err := os.Stat(strings.TrimPrefix(a, "unix://")); err == nil {
+			t.Errorf("socket %s left after delete", a)
+		}
+	}
+	e.expectNothingLeft(t)
+}
+
+// TestStartAfterLastShutdown: a container started while the pod's guard
+// is exiting after its last Shutdown is never lost: it is served by that
+// guard, or by a new one.
+func TestStartAfterLastShutdown(t *testing.T) {
+	e := newShimEnv(t, "plain")
+	ctx := context.Background()
+	for i, delay := range []time.Duration{0, 100 * time.Millisecond, 250 * time.Millisecond, 290 * time.Millisecond, 320 * time.Millisecond, 400 * time.Millisecond} {
+		sbID, appID := fmt.Sprintf("sb%d", i), fmt.Sprintf("app%d", i)
+		sb := e.bundle(t, sbID, map[string]string{cgroupfix.AnnotationContainerType: "sandbox", cgroupfix.AnnotationSandboxID: "pod"})
+		app := e.bundle(t, appID, map[string]string{cgroupfix.AnnotationContainerType: "container", cgroupfix.AnnotationSandboxID: "pod"})
+		addr := e.start(t, sb, sbID, nil)
+		if _, err := dialTask(t, addr).Shutdown(ctx, &taskAPI.ShutdownRequest{ID: sbID}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		appAddr := e.start(t, app, appID, nil)
+		c := dialTask(t, appAddr)
+		time.Sleep(lastReplyGrace + 200*time.Millisecond) // past any exit of the old guard
+		if _, err := c.Create(ctx, &taskAPI.CreateTaskRequest{ID: appID, Bundle: app}); err != nil {
+			t.Errorf("start %v after the last Shutdown: Create(%s): %v", delay, appID, err)
+			continue
+		}
+		if _, err := c.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: appID}); err != nil {
+			t.Errorf("Shutdown(%s): %v", appID, err)
+		}
+	}
+	e.expectNothingLeft(t)
+}
+
+func podAnnotations(kind string) map[string]string {
+	return map[string]string{cgroupfix.AnnotationContainerType: kind, cgroupfix.AnnotationSandboxID: "sb1"}
+}
+
+// start runs the start action for container id and returns the address
+// it printed, checking it is a plain unix:// address that the bundle's
+// address file names.
+func (e *shimEnv) start(t *testing.T, bundle, id string, stdin []byte) string {
+	t.Helper()
+	out, errb, code := e.run(t, bundle, stdin, e.startArgs(id)...)
+	if code != 0 || len(errb) != 0 {
+		t.Fatalf("start %s: exit %d, stdout %q, stderr %q", id, code, out, errb)
+	}
+	addr := string(out)
+	if !strings.HasPrefix(addr, "unix://"+e.sockets) || strings.ContainsAny(addr, "{\n") {
+		t.Fatalf("start %s printed %q, want a plain unix:// address in %s", id, addr, e.sockets)
+	}
+	if b, _ := os.ReadFile(filepath.Join(bundle, "address")); string(b) != addr {
+		t.Errorf("%s/address = %q, want the guard %q", id, b, addr)
+	}
+	return addr
+}
+
+// expectNothingLeft: no process of this node's and no socket is left.
+func (e *shimEnv) expectNothingLeft(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(procsMentioning(e.dir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left := procsMentioning(e.dir); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
+	}
+	socks, _ := os.ReadDir(e.sockets)
+	for _, s := range socks {
+		t.Errorf("socket %s left in %s", s.Name(), e.sockets)
 	}
 }
 

@@ -6,11 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -21,54 +24,69 @@ import (
 )
 
 // testBed is a guard Server in front of fake delegates, all in-process,
-// over real ttrpc connections on unix sockets.
+// over real ttrpc connections on unix sockets: each container has its own
+// guard socket, as the start action gives it.
 type testBed struct {
 	dir     string
 	bundles string
-	guard   taskAPI.TTRPCTaskService
+	guard   taskAPI.TTRPCTaskService // a client on the first container's socket
+	clients map[string]taskAPI.TTRPCTaskService
+	sockets map[string]string
 	server  *Server
 	fakes   map[string]*fakeTask
 	servers map[string]*ttrpc.Server
 }
 
 // newTestBed starts one fake delegate per distinct name in containers
-// (container id -> delegate name) and a guard whose bundles route each
-// container to its delegate.
+// (container id -> delegate name) and a guard serving each container on a
+// socket of its own.
 func newTestBed(t testing.TB, containers map[string]string, hook CreateHook) *testBed {
 	t.Helper()
-	tb := &testBed{dir: shortTempDir(t), fakes: map[string]*fakeTask{}, servers: map[string]*ttrpc.Server{}}
+	tb := &testBed{dir: shortTempDir(t), fakes: map[string]*fakeTask{}, servers: map[string]*ttrpc.Server{},
+		clients: map[string]taskAPI.TTRPCTaskService{}, sockets: map[string]string{}}
 	tb.bundles = filepath.Join(tb.dir, "k8s.io")
-	addrs := map[string]string{}
-	for id, name := range containers {
-		if _, ok := tb.fakes[name]; !ok {
-			f := &fakeTask{name: name}
-			tb.fakes[name] = f
-			addrs[name], tb.servers[name] = serveFake(t, filepath.Join(tb.dir, name+".sock"), f)
-		}
-		b := filepath.Join(tb.bundles, id)
-		if err := os.MkdirAll(b, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := WriteDelegateAddress(b, addrs[name]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := net.Listen("unix", filepath.Join(tb.dir, "guard.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	tb.server, err = NewServer(context.Background(), ServerOptions{
-		Listener: l,
-		Bundles:  tb.bundles,
-		Hook:     hook,
-		Dial:     func(a string) (net.Conn, error) { return net.Dial("unix", a[len("unix://"):]) },
+		Hook: hook,
+		Dial: func(a string) (net.Conn, error) { return net.Dial("unix", a[len("unix://"):]) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tb.server.Stop(); tb.server.Wait() })
-	tb.guard = dialTask(t, "unix://"+filepath.Join(tb.dir, "guard.sock"))
+	ids := slices.Sorted(maps.Keys(containers))
+	for _, id := range ids {
+		name := containers[id]
+		if _, ok := tb.fakes[name]; !ok {
+			f := &fakeTask{name: name}
+			tb.fakes[name] = f
+			_, tb.servers[name] = serveFake(t, filepath.Join(tb.dir, name+".sock"), f)
+		}
+		tb.add(t, id, name)
+	}
+	tb.guard = tb.clients[ids[0]]
 	return tb
+}
+
+// add hands the guard container id, served by the fake delegate name.
+func (tb *testBed) add(t testing.TB, id, name string) {
+	t.Helper()
+	b := filepath.Join(tb.bundles, id)
+	if err := os.MkdirAll(b, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(tb.dir, "g-"+id+".sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	addr := "unix://" + sock
+	if err := tb.server.Add(id, b, "unix://"+filepath.Join(tb.dir, name+".sock"), addr, l); err != nil {
+		t.Fatal(err)
+	}
+	tb.sockets[id] = addr
+	tb.clients[id] = dialTask(t, addr)
 }
 
 // method is one task API method with a request for a container and the
@@ -260,14 +278,10 @@ func TestExitWhenDelegatesGone(t *testing.T) {
 	}
 }
 
-// TestIdleExit: a guard whose Create never comes does not stay forever.
+// TestIdleExit: a guard that is never handed a container does not stay
+// forever.
 func TestIdleExit(t *testing.T) {
-	dir := shortTempDir(t)
-	l, err := net.Listen("unix", filepath.Join(dir, "g.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewServer(context.Background(), ServerOptions{Listener: l, Bundles: dir, Idle: 200 * time.Millisecond,
+	s, err := NewServer(context.Background(), ServerOptions{Idle: 200 * time.Millisecond, Grace: time.Millisecond,
 		Dial: func(a string) (net.Conn, error) { return nil, errors.New("no dial") }})
 	if err != nil {
 		t.Fatal(err)
@@ -299,26 +313,39 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 }
 
 func TestParseStartReply(t *testing.T) {
+	pb := func(r *bootapi.BootstrapResult) string {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
 	for _, tc := range []struct {
 		name, in, want string
+		format         ReplyFormat
 		wantErr        bool
 	}{
-		{"plain", "unix:///run/containerd/s/abc", "unix:///run/containerd/s/abc", false},
-		{"plain newline", "unix:///run/containerd/s/abc\n", "unix:///run/containerd/s/abc", false},
-		{"json v2", `{"version":2,"address":"unix:///run/containerd/s/abc","protocol":"ttrpc"}`, "unix:///run/containerd/s/abc", false},
-		{"json no version", `{"address":"unix:///s/x"}`, "unix:///s/x", false},
-		{"json grpc", `{"version":2,"address":"unix:///s/x","protocol":"grpc"}`, "", true},
-		{"json v3", `{"version":3,"address":"unix:///s/x","protocol":"ttrpc"}`, "", true},
-		{"json broken", `{"version":2,"address":`, "", true},
-		{"empty", "", "", true},
-		{"not unix", "tcp://1.2.3.4:5", "", true},
-		{"bare prefix", "unix://", "", true},
-		{"stderr noise", "unix:///s/x\nWARN something", "", true},
+		{"plain", "unix:///run/containerd/s/abc", "unix:///run/containerd/s/abc", ReplyPlain, false},
+		{"plain newline", "unix:///run/containerd/s/abc\n", "unix:///run/containerd/s/abc", ReplyPlain, false},
+		{"json v2", `{"version":2,"address":"unix:///run/containerd/s/abc","protocol":"ttrpc"}`, "unix:///run/containerd/s/abc", ReplyJSON, false},
+		{"json no version", `{"address":"unix:///s/x"}`, "unix:///s/x", ReplyJSON, false},
+		{"json grpc", `{"version":2,"address":"unix:///s/x","protocol":"grpc"}`, "", "", true},
+		{"json v3", `{"version":3,"address":"unix:///s/x","protocol":"ttrpc"}`, "", "", true},
+		{"json broken", `{"version":2,"address":`, "", "", true},
+		{"protobuf", pb(&bootapi.BootstrapResult{Version: 2, Address: "unix:///run/containerd/s/abc", Protocol: "ttrpc"}), "unix:///run/containerd/s/abc", ReplyProto, false},
+		{"protobuf no version", pb(&bootapi.BootstrapResult{Address: "unix:///s/x"}), "unix:///s/x", ReplyProto, false},
+		{"protobuf grpc", pb(&bootapi.BootstrapResult{Version: 2, Address: "unix:///s/x", Protocol: "grpc"}), "", "", true},
+		{"protobuf v3", pb(&bootapi.BootstrapResult{Version: 3, Address: "unix:///s/x", Protocol: "ttrpc"}), "", "", true},
+		{"protobuf vsock", pb(&bootapi.BootstrapResult{Version: 2, Address: "vsock://3:1024", Protocol: "ttrpc"}), "", "", true},
+		{"empty", "", "", "", true},
+		{"not unix", "tcp://1.2.3.4:5", "", "", true},
+		{"bare prefix", "unix://", "", "", true},
+		{"stderr noise", "unix:///s/x\nWARN something", "", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseStartReply([]byte(tc.in))
-			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Errorf("ParseStartReply(%q) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.wantErr)
+			if (err != nil) != tc.wantErr || got.Address != tc.want || got.Format != tc.format {
+				t.Errorf("ParseStartReply(%q) = %+v, %v; want %q (%s), error %v", tc.in, got, err, tc.want, tc.format, tc.wantErr)
 			}
 			if err != nil && !errors.Is(err, ErrBadStartReply) {
 				t.Errorf("ParseStartReply(%q) error %v is not ErrBadStartReply", tc.in, err)

@@ -54,7 +54,7 @@ func Run(args []string, version string) int {
 	case actionDelete:
 		closeLog := setLogger(ctx, f, 500*time.Millisecond)
 		defer closeLog()
-		return passThrough(ctx, f, os.Stdin, os.Stdout, os.Stderr)
+		return Delete(ctx, f, os.Stdin, os.Stdout, os.Stderr)
 	case actionServe:
 		closeLog := setLogger(ctx, f, 10*time.Second)
 		defer closeLog()

@@ -7,23 +7,22 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 )
 
-// idleTimeout is how long a guard process with no container waits (for the
-// Create that should follow its start) before it exits.
+// idleTimeout is how long a guard process that was never handed a
+// container waits before it exits (its start died before the hand-off).
 const idleTimeout = 2 * time.Minute
 
 // lastReplyGrace is how long the guard waits after its last container is
-// gone before it stops serving.
+// gone (and its last call answered) before it stops serving: the reply to
+// the last Shutdown must reach containerd first.
 const lastReplyGrace = 300 * time.Millisecond
 
 // HookFactory builds the CreateHook of a guard process from its
@@ -31,42 +30,40 @@ const lastReplyGrace = 300 * time.Millisecond
 // pass-through.
 var HookFactory func(cfg Config) CreateHook
 
-// Serve is the guard's long-running server for one pod: it serves the task
-// API on the socket inherited as fd 3 until its last container is gone.
+// Serve is the guard's long-running server for one pod. It inherits the
+// pod's control socket as fd 3; each container is handed to it over that
+// socket with a listening socket of its own, which is the address
+// containerd knows the container's shim by.
 func Serve(ctx context.Context, f Flags) error {
 	cfg, err := LoadConfig(ConfigPath())
 	if err != nil {
 		return err
 	}
-	bundle, err := os.Getwd()
+	l, err := net.FileListener(os.NewFile(3, "control"))
 	if err != nil {
-		return fmt.Errorf("get bundle: %w", err)
+		return fmt.Errorf("inherit control socket: %w", err)
 	}
-	l, err := net.FileListener(os.NewFile(3, "socket"))
+	addr, err := controlSocketAddress(ctx, f, f.ID)
 	if err != nil {
-		return fmt.Errorf("inherit socket: %w", err)
-	}
-	addr, err := guardSocketAddress(ctx, f, f.ID)
-	if err != nil {
-		return fmt.Errorf("guard socket address: %w", err)
+		return fmt.Errorf("control socket address: %w", err)
 	}
 	var hook CreateHook
 	if HookFactory != nil {
 		hook = HookFactory(cfg)
 	}
 	srv, err := NewServer(ctx, ServerOptions{
-		Listener: l,
-		Bundles:  filepath.Dir(bundle),
-		Hook:     hook,
-		Dial:     func(a string) (net.Conn, error) { return shim.AnonDialer(a, 10*time.Second) },
-		Idle:     idleTimeout,
+		Control:     l,
+		ControlPath: socketPath(addr),
+		Hook:        hook,
+		Dial:        func(a string) (net.Conn, error) { return dialDelegate(a) },
+		Idle:        idleTimeout,
 	})
 	if err != nil {
 		return err
 	}
 
 	// SIGPIPE is harmless (the log fifo's reader went away with a
-	// containerd restart); SIGTERM/SIGINT end the server like Shutdown.
+	// containerd restart); SIGTERM/SIGINT end the server.
 	signals := make(chan os.Signal, 8)
 	signal.Notify(signals, unix.SIGPIPE, unix.SIGTERM, unix.SIGINT)
 	go func() {
@@ -77,90 +74,77 @@ func Serve(ctx context.Context, f Flags) error {
 			}
 		}
 	}()
-	log.G(ctx).WithFields(log.Fields{"group": f.ID, "address": addr}).Info("guard server serving")
+	log.G(ctx).WithFields(log.Fields{"group": f.ID, "control": addr}).Info("guard server serving")
 	err = srv.Wait()
-	if rerr := shim.RemoveSocket(addr); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-		log.G(ctx).WithError(rerr).Warn("remove guard socket")
-	}
 	log.G(ctx).WithField("group", f.ID).Info("guard server exited")
 	return err
 }
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	Listener net.Listener
-	Bundles  string
-	Hook     CreateHook
-	Dial     Dialer
-	// Idle is how long the server runs with no container before it stops;
-	// zero means never for idleness alone.
+	// Control accepts hand-offs of containers (see handOff); nil for a
+	// server that is handed containers only through Add.
+	Control net.Listener
+	// ControlPath is the file Control is bound to: removed when the server
+	// decides to exit, if it is still the socket the server was given.
+	ControlPath string
+	Hook        CreateHook
+	Dial        Dialer
+	// Idle is how long the server runs before its first container before it
+	// stops; zero means never for that alone.
 	Idle time.Duration
+	// Grace overrides lastReplyGrace (tests).
+	Grace time.Duration
 }
 
-// Server serves the guard's task API on a listener until its last
-// container is gone, or Stop.
+// Server serves the guard's task API for one pod: one listening socket per
+// container, so that containerd's connection for a container ends when the
+// runsc shim serving it dies, as it would without the guard.
 type Server struct {
-	router *Router
-	ttrpc  *ttrpc.Server
-	stop   chan struct{}
-	once   sync.Once
-	done   chan error
+	ctx     context.Context
+	router  *Router
+	ttrpc   *ttrpc.Server
+	grace   time.Duration
+	control net.Listener
+	ctlFile fileID
+
+	mu      sync.Mutex
+	sockets map[string]*ctrSocket
+	exiting bool
+
+	stop chan struct{}
+	once sync.Once
+	done chan error
 }
 
 // NewServer starts serving.
 func NewServer(ctx context.Context, o ServerOptions) (*Server, error) {
-	ts, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
+	ts, err := ttrpc.NewServer()
 	if err != nil {
 		return nil, fmt.Errorf("new ttrpc server: %w", err)
 	}
-	s := &Server{ttrpc: ts, stop: make(chan struct{}), done: make(chan error, 1)}
-	s.router = NewRouter(o.Dial, o.Bundles, o.Hook, func() {
-		// Let the reply to the last Shutdown reach containerd first: ttrpc
-		// may see a connection as idle while its last reply is still being
-		// written. A container that arrives meanwhile keeps the guard.
-		time.Sleep(lastReplyGrace)
-		if s.router.Len() == 0 {
-			log.G(ctx).Info("no container left, guard server stopping")
-			s.Stop()
-		}
-	})
+	s := &Server{
+		ctx: ctx, ttrpc: ts, grace: o.Grace, control: o.Control,
+		sockets: map[string]*ctrSocket{},
+		stop:    make(chan struct{}), done: make(chan error, 1),
+	}
+	if s.grace == 0 {
+		s.grace = lastReplyGrace
+	}
+	if o.ControlPath != "" {
+		s.ctlFile = statSocket(o.ControlPath)
+	}
+	s.router = NewRouter(o.Dial, o.Hook, RouterEvents{Gone: s.gone, Idle: s.idle})
 	taskAPI.RegisterTTRPCTaskService(ts, s.router)
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- ts.Serve(ctx, o.Listener) }()
+	if o.Control != nil {
+		go s.acceptControl(o.Control)
+	}
+	if o.Idle > 0 {
+		time.AfterFunc(o.Idle, s.idle)
+	}
 	go func() {
-		var tick <-chan time.Time
-		if o.Idle > 0 {
-			t := time.NewTicker(o.Idle / 4)
-			defer t.Stop()
-			tick = t.C
-		}
-		var err error
-	loop:
-		for {
-			select {
-			case <-s.stop:
-				break loop
-			case err = <-serveErr:
-				if errors.Is(err, ttrpc.ErrServerClosed) {
-					err = nil
-				}
-				break loop
-			case <-tick:
-				if since := s.router.IdleSince(); !since.IsZero() && time.Since(since) >= o.Idle {
-					log.G(ctx).WithField("idle", o.Idle).Info("no container left, guard server stopping")
-					break loop
-				}
-			}
-		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if serr := ts.Shutdown(sctx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
-			log.G(ctx).WithError(serr).Debug("ttrpc shutdown")
-		}
-		_ = ts.Close()
-		s.router.Close()
-		s.done <- err
+		<-s.stop
+		s.shutdown()
 	}()
 	return s, nil
 }
@@ -172,4 +156,221 @@ func (s *Server) Router() *Router { return s.router }
 func (s *Server) Stop() { s.once.Do(func() { close(s.stop) }) }
 
 // Wait blocks until the server stopped.
-func (s *Server) Wait() error { return <-s.done }
+func (s *Server) Wait() error {
+	err := <-s.done
+	s.done <- err
+	return err
+}
+
+// Add serves container id on l: its runsc shim listens at delegate.
+// address is the file l is bound to (removed when the container is gone,
+// if it is still that socket). It fails with ErrClosing when the server is
+// exiting.
+func (s *Server) Add(id, bundle, delegate, address string, l net.Listener) error {
+	if err := s.router.Register(s.ctx, id, bundle, delegate); err != nil {
+		return err
+	}
+	cs := &ctrSocket{Listener: l, conns: map[net.Conn]struct{}{}}
+	if address != "" {
+		cs.path = socketPath(address)
+		cs.file = statSocket(cs.path)
+	}
+	s.mu.Lock()
+	s.sockets[id] = cs
+	s.mu.Unlock()
+	go func() {
+		if err := s.ttrpc.Serve(s.ctx, cs); err != nil && !errors.Is(err, ttrpc.ErrServerClosed) && !cs.isClosed() {
+			log.G(s.ctx).WithError(err).WithField("container_id", id).Warn("serve container socket")
+		}
+	}()
+	log.G(s.ctx).WithFields(log.Fields{"container_id": id, "delegate": delegate, "address": address}).Info("guard serving container")
+	return nil
+}
+
+// gone closes the socket of a container the router dropped. After a
+// Shutdown, containerd closes its connections itself; when the runsc shim
+// died they are closed here, which is how containerd learns of the death
+// (its dead-shim cleanup runs when its connection to the shim closes).
+func (s *Server) gone(id string, why Gone) {
+	s.mu.Lock()
+	cs := s.sockets[id]
+	delete(s.sockets, id)
+	s.mu.Unlock()
+	if cs == nil {
+		return
+	}
+	cs.close(why == GoneDied)
+}
+
+// idle is called when the router has nothing left: after the grace, and
+// atomically with any new hand-off, the server decides to exit.
+func (s *Server) idle() {
+	time.AfterFunc(s.grace, func() {
+		if s.router.CloseIfIdle(s.grace) {
+			log.G(s.ctx).Info("no container left, guard server stopping")
+			s.Stop()
+		}
+	})
+}
+
+// shutdown stops serving: the control socket first (a start that finds it
+// gone spawns a new guard), then the task API.
+func (s *Server) shutdown() {
+	s.router.Close() // no Register after this point
+	s.closeControl()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 5*time.Second)
+	defer cancel()
+	if serr := s.ttrpc.Shutdown(ctx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
+		log.G(s.ctx).WithError(serr).Debug("ttrpc shutdown")
+	}
+	_ = s.ttrpc.Close()
+	s.mu.Lock()
+	socks := s.sockets
+	s.sockets = map[string]*ctrSocket{}
+	s.mu.Unlock()
+	for _, cs := range socks {
+		cs.close(true)
+	}
+	s.done <- nil
+}
+
+// closeControl stops taking hand-offs and removes the control socket file,
+// unless it is no longer the one this server was given.
+func (s *Server) closeControl() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exiting || s.control == nil {
+		s.exiting = true
+		return
+	}
+	s.exiting = true
+	s.ctlFile.remove()
+	_ = s.control.Close()
+}
+
+// ctrSocket is a container's listening socket and the connections
+// accepted on it.
+type ctrSocket struct {
+	net.Listener
+	path string
+	file fileID
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// Accept accepts only connections from processes of the guard's own user
+// (containerd), like containerd's shims.
+func (c *ctrSocket) Accept() (net.Conn, error) {
+	for {
+		conn, err := c.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if err := samePeerUser(conn); err != nil {
+			log.L.WithError(err).Warn("refused a connection to a container socket")
+			conn.Close()
+			continue
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			conn.Close()
+			return nil, net.ErrClosed
+		}
+		c.conns[conn] = struct{}{}
+		c.mu.Unlock()
+		return &trackedConn{Conn: conn, s: c}, nil
+	}
+}
+
+func (c *ctrSocket) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// close stops listening and removes the socket file; with conns, it also
+// closes every connection accepted on it.
+func (c *ctrSocket) close(conns bool) {
+	c.mu.Lock()
+	wasClosed := c.closed
+	c.closed = true
+	var open []net.Conn
+	if conns {
+		for conn := range c.conns {
+			open = append(open, conn)
+		}
+	}
+	c.mu.Unlock()
+	if !wasClosed {
+		c.file.remove()
+		_ = c.Listener.Close()
+	}
+	for _, conn := range open {
+		_ = conn.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	s *ctrSocket
+}
+
+func (t *trackedConn) Close() error {
+	t.s.mu.Lock()
+	delete(t.s.conns, t.Conn)
+	t.s.mu.Unlock()
+	return t.Conn.Close()
+}
+
+// samePeerUser refuses a unix connection from another user.
+func samePeerUser(conn net.Conn) error {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("not a unix connection: %T", conn)
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("peer credentials: %w", cerr)
+	}
+	if int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("peer uid %d (pid %d) is not %d", cred.Uid, cred.Pid, os.Geteuid())
+	}
+	return nil
+}
+
+// fileID names one socket file, so that only that file is ever removed:
+// a path that another guard has bound meanwhile is left alone.
+type fileID struct {
+	path     string
+	dev, ino uint64
+}
+
+func statSocket(path string) fileID {
+	var st unix.Stat_t
+	if path == "" || unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fileID{}
+	}
+	return fileID{path: path, dev: st.Dev, ino: st.Ino}
+}
+
+func (f fileID) remove() {
+	if f.path == "" {
+		return
+	}
+	if cur := statSocket(f.path); cur == f {
+		_ = os.Remove(f.path)
+	}
+}

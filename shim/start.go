@@ -26,12 +26,22 @@ import (
 const maxStdin = 10 << 20
 
 // Start is the start action: it starts the runsc shim for the container in
-// the working directory (the bundle), makes sure a guard process serves the
-// container's pod, points <bundle>/address at the guard and returns the
-// guard's address for containerd.
+// the working directory (the bundle), gives the container a socket of its
+// own served by the guard process of its pod (starting one when none runs),
+// points <bundle>/address at that socket and returns it for containerd.
+//
+// One socket per container, not one per pod: containerd holds one
+// connection per container and cleans a container up when that connection
+// closes; and a runsc shim that exits removes the socket named in its
+// bundle's address file (containerd's pkg/shim util_unix.go, gVisor's
+// pkg/shim/v1/service.go), which must never be a socket that still serves
+// other containers of the pod.
 func Start(ctx context.Context, f Flags, stdin io.Reader) (string, error) {
 	if f.Namespace == "" || f.ID == "" {
 		return "", fmt.Errorf("start: -namespace and -id are required")
+	}
+	if !validID(f.ID) {
+		return "", fmt.Errorf("start: invalid container id %q", f.ID)
 	}
 	bundle, err := os.Getwd()
 	if err != nil {
@@ -56,30 +66,144 @@ func Start(ctx context.Context, f Flags, stdin io.Reader) (string, error) {
 	}
 	group := groupID(f.ID, spec)
 
-	delegateAddr, err := startDelegate(ctx, shimPath, f, bundle, input)
+	reply, err := startDelegate(ctx, shimPath, f, bundle, input)
 	if err != nil {
 		return "", err
 	}
-	guardAddr, err := ensureServer(ctx, f, group, bundle)
-	if err == nil {
-		err = WriteDelegateAddress(bundle, delegateAddr)
-	}
-	if err == nil {
-		err = writeAddress(bundle, guardAddr)
-	}
+	addr, err := serveContainer(ctx, f, group, bundle, reply.Address)
 	if err != nil {
-		stopDelegate(ctx, delegateAddr, f.ID)
+		stopDelegate(ctx, reply.Address, f.ID)
 		return "", fmt.Errorf("start %s: %w", f.ID, err)
 	}
 	log.G(ctx).WithFields(log.Fields{
-		"container_id": f.ID, "group": group, "delegate": delegateAddr, "address": guardAddr,
+		"container_id": f.ID, "group": group, "delegate": reply.Address, "delegate_reply": reply.Format, "address": addr,
 	}).Info("runsc shim started behind runsc-guard")
-	return guardAddr, nil
+	return addr, nil
+}
+
+// serveContainer binds the container's socket, hands it to the pod's guard
+// and records both addresses in the bundle. On error nothing of it is left.
+func serveContainer(ctx context.Context, f Flags, group, bundle, delegate string) (_ string, retErr error) {
+	addr, err := containerSocketAddress(ctx, f, f.ID)
+	if err != nil {
+		return "", fmt.Errorf("container socket address: %w", err)
+	}
+	l, err := listen(addr)
+	if err != nil {
+		return "", err
+	}
+	// The guard serves the socket after this process closes its copy.
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	defer func() {
+		if retErr != nil {
+			_ = shim.RemoveSocket(addr)
+		}
+	}()
+	if err := WriteDelegateAddress(bundle, delegate); err != nil {
+		return "", err
+	}
+	req := handoffRequest{ID: f.ID, Bundle: bundle, Delegate: delegate, Address: addr}
+	if err := handOffToGuard(ctx, f, group, bundle, req, l); err != nil {
+		return "", err
+	}
+	// Written last: containerd 1.6/1.7 reconnect through it after a
+	// restart (2.x reads bootstrap.json, written from our reply).
+	if err := writeAddress(bundle, addr); err != nil {
+		return "", err
+	}
+	return addr, nil
+}
+
+// listen binds a shim socket, replacing a stale one left by a process
+// that died.
+func listen(addr string) (*net.UnixListener, error) {
+	l, err := shim.NewSocket(addr)
+	if err == nil {
+		return l, nil
+	}
+	if !shim.SocketEaddrinuse(err) {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if shim.CanConnect(addr) {
+		return nil, fmt.Errorf("listen %s: %w: another process serves it", addr, err)
+	}
+	if err := shim.RemoveSocket(addr); err != nil {
+		return nil, fmt.Errorf("remove stale socket %s: %w", addr, err)
+	}
+	if l, err = shim.NewSocket(addr); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// handOffAttempts bounds how often start retries a hand-off that found no
+// guard taking containers (one exiting as we came, or two starts racing to
+// spawn one).
+const handOffAttempts = 20
+
+// handOffToGuard gives the container to the pod's guard, starting one when
+// none takes it.
+func handOffToGuard(ctx context.Context, f Flags, group, bundle string, req handoffRequest, l *net.UnixListener) error {
+	ctl, err := controlSocketAddress(ctx, f, group)
+	if err != nil {
+		return fmt.Errorf("control socket address: %w", err)
+	}
+	var last error
+	for attempt := 0; attempt < handOffAttempts; attempt++ {
+		err := handOff(ctl, req, l)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errGuardGone) {
+			return err
+		}
+		last = err
+		if err := ensureServer(ctx, f, group, bundle, ctl); err != nil {
+			return err
+		}
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+		}
+	}
+	return fmt.Errorf("hand container %s to a guard: %w", req.ID, last)
+}
+
+// ensureServer starts the pod's guard unless a process listens on its
+// control socket (a guard that is still serving, or was just started by a
+// concurrent start).
+func ensureServer(ctx context.Context, f Flags, group, bundle, ctl string) error {
+	l, err := shim.NewSocket(ctl)
+	if err != nil {
+		if !shim.SocketEaddrinuse(err) {
+			return fmt.Errorf("listen %s: %w", ctl, err)
+		}
+		if shim.CanConnect(ctl) {
+			return nil
+		}
+		// A guard that died left its socket behind.
+		if err := shim.RemoveSocket(ctl); err != nil {
+			return fmt.Errorf("remove stale socket %s: %w", ctl, err)
+		}
+		if l, err = shim.NewSocket(ctl); err != nil {
+			if shim.SocketEaddrinuse(err) {
+				return nil // a concurrent start got there first
+			}
+			return fmt.Errorf("listen %s: %w", ctl, err)
+		}
+	}
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	if err := spawnServer(ctx, f, group, bundle, l); err != nil {
+		_ = shim.RemoveSocket(ctl)
+		return err
+	}
+	return nil
 }
 
 // startDelegate runs the runsc shim's start with the guard's own command
-// line, environment, stdin and working directory, and returns its address.
-func startDelegate(ctx context.Context, shimPath string, f Flags, bundle string, input []byte) (string, error) {
+// line, environment, stdin and working directory, and returns its reply.
+func startDelegate(ctx context.Context, shimPath string, f Flags, bundle string, input []byte) (StartReply, error) {
 	cmd := exec.CommandContext(ctx, shimPath, f.Args...)
 	cmd.Dir = bundle
 	cmd.Env = os.Environ()
@@ -91,21 +215,21 @@ func startDelegate(ctx context.Context, shimPath string, f Flags, bundle string,
 		log.G(ctx).WithField("container_id", f.ID).WithField("stderr", s).Warn("runsc shim start wrote to stderr")
 	}
 	if err != nil {
-		return "", fmt.Errorf("start runsc shim %s for %s: %w: %s", shimPath, f.ID, err,
+		return StartReply{}, fmt.Errorf("start runsc shim %s for %s: %w: %s", shimPath, f.ID, err,
 			strings.TrimSpace(stdout.String()+" "+stderr.String()))
 	}
-	addr, err := ParseStartReply(stdout.Bytes())
+	reply, err := ParseStartReply(stdout.Bytes())
 	if err != nil {
-		return "", fmt.Errorf("start runsc shim %s for %s: %w", shimPath, f.ID, err)
+		return StartReply{}, fmt.Errorf("start runsc shim %s for %s: %w", shimPath, f.ID, err)
 	}
-	return addr, nil
+	return reply, nil
 }
 
 // stopDelegate asks a runsc shim the guard started but cannot front to exit,
 // so that a failed start leaves no process behind. A runsc shim that serves
 // other containers ignores it.
 func stopDelegate(ctx context.Context, address, id string) {
-	conn, err := shim.AnonDialer(address, 5*time.Second)
+	conn, err := dialDelegate(address)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("delegate", address).Warn("stop runsc shim after failed start")
 		return
@@ -119,13 +243,6 @@ func stopDelegate(ctx context.Context, address, id string) {
 	}
 }
 
-// guardSocketAddress is the guard's socket for a pod. It is derived like
-// containerd's shim sockets, from a key the runsc shim never uses, so the
-// two never collide.
-func guardSocketAddress(ctx context.Context, f Flags, group string) (string, error) {
-	return shim.CreateSocketAddress(ctx, socketDir(), f.Address, "runsc-guard/"+group, false)
-}
-
 // socketDir is where the guard's sockets live: containerd's shim socket
 // directory, or RUNSC_GUARD_SOCKET_DIR (tests; nodes with a non-default
 // containerd state directory).
@@ -136,41 +253,8 @@ func socketDir() string {
 	return filepath.Join(defaults.DefaultStateDir, "s")
 }
 
-// ensureServer returns the address of the guard process serving group,
-// starting one when none is listening.
-func ensureServer(ctx context.Context, f Flags, group, bundle string) (string, error) {
-	addr, err := guardSocketAddress(ctx, f, group)
-	if err != nil {
-		return "", fmt.Errorf("guard socket address: %w", err)
-	}
-	l, err := shim.NewSocket(addr)
-	if err != nil {
-		if !shim.SocketEaddrinuse(err) {
-			return "", fmt.Errorf("listen %s: %w", addr, err)
-		}
-		if shim.CanConnect(addr) {
-			return addr, nil // the pod's guard is already running
-		}
-		// A guard that died left its socket behind.
-		if err := shim.RemoveSocket(addr); err != nil {
-			return "", fmt.Errorf("remove stale socket %s: %w", addr, err)
-		}
-		if l, err = shim.NewSocket(addr); err != nil {
-			return "", fmt.Errorf("listen %s: %w", addr, err)
-		}
-	}
-	// The server keeps serving the socket after this process closes it.
-	l.SetUnlinkOnClose(false)
-	defer l.Close()
-	if err := spawnServer(ctx, f, group, bundle, l); err != nil {
-		_ = shim.RemoveSocket(addr)
-		return "", err
-	}
-	return addr, nil
-}
-
 // spawnServer re-executes the guard as the pod's long-running server,
-// handing it the listening socket as fd 3.
+// handing it the control socket as fd 3.
 func spawnServer(ctx context.Context, f Flags, group, bundle string, l *net.UnixListener) error {
 	self, err := os.Executable()
 	if err != nil {
