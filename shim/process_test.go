@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
@@ -334,7 +334,10 @@ func TestGuardKilled(t *testing.T) {
 	if err := unix.Kill(guards[0], unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, err := c.State(context.Background(), &taskAPI.StateRequest{ID: "sb1"}); return err != nil }, "containerd's connection to close")
+	waitFor(t, func() bool {
+		_, err := c.State(context.Background(), &taskAPI.StateRequest{ID: "sb1"})
+		return err != nil
+	}, "containerd's connection to close")
 	for id, b := range map[string]string{"sb1": sb, "app1": app} {
 		_, derr, code := e.run(t, b, nil, "-namespace", "k8s.io", "-address", e.containerd(), "-id", id, "-bundle", b, "delete")
 		if code != 0 {
