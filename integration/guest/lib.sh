@@ -260,32 +260,59 @@ use_containerd() {
 		;;
 	1.7)
 		containerd_config_16 "$2" 1.7 > /etc/containerd/config17.toml
-		systemd-run --unit=containerd17 -p Delegate=yes -p KillMode=process \
-			-p LimitNOFILE=infinity -p TasksMax=infinity \
-			/usr/local/bin/containerd17 --config /etc/containerd/config17.toml ||
-			die "containerd 1.7 did not start"
+		run_unit containerd17 || die "containerd 1.7 did not start"
 		CTRD_STATE=/run/containerd17 CTR=ctr17
 		;;
 	2.4)
 		containerd_config_24 "$2" > /etc/containerd/config2.toml
-		systemd-run --unit=containerd2 -p Delegate=yes -p KillMode=process \
-			-p LimitNOFILE=infinity -p TasksMax=infinity \
-			/usr/local/bin/containerd2 --config /etc/containerd/config2.toml ||
-			die "containerd 2.4 did not start"
+		run_unit containerd2 || die "containerd 2.4 did not start"
 		CTRD_STATE=/run/containerd2 CTR=ctr2
 		;;
 	esac
-	local i
-	for i in $(seq 60); do
-		crictl info > /dev/null 2>&1 && break
-		sleep 1
-	done
-	crictl info > /dev/null || die "containerd $1 CRI does not answer"
+	wait_cri || die "containerd $1 CRI does not answer"
 	if ! crictl inspecti "$IMAGE" > /dev/null 2>&1; then
 		$CTR -n k8s.io images import "$IMAGE_TAR" > /dev/null || die "image import failed"
 	fi
 	CTRD_RUNNING=$want
 	say "containerd $(crictl version | awk '/RuntimeVersion/ {print $2}'), $2 cgroup driver"
+}
+
+# run_unit NAME: containerd17 or containerd2 (built from the module) as a
+# transient unit; KillMode=process leaves the shims running when it stops,
+# as Debian's containerd.service does.
+run_unit() {
+	local cfg=/etc/containerd/config17.toml
+	[ "$1" = containerd2 ] && cfg=/etc/containerd/config2.toml
+	systemd-run --unit="$1" -p Delegate=yes -p KillMode=process \
+		-p LimitNOFILE=infinity -p TasksMax=infinity \
+		"/usr/local/bin/$1" --config "$cfg"
+}
+
+# wait_cri: waits up to 60 s for CRI to answer.
+wait_cri() {
+	local i
+	for i in $(seq 60); do
+		crictl info > /dev/null 2>&1 && return 0
+		sleep 1
+	done
+	return 1
+}
+
+# restart_containerd: stops and starts the running containerd as an
+# operator's `systemctl restart containerd` does; the shims and pods keep
+# running.
+restart_containerd() {
+	case ${CTRD_RUNNING%% *} in
+	1.6) systemctl restart containerd ;;
+	*)
+		local unit=containerd17
+		[ "${CTRD_RUNNING%% *}" = 2.4 ] && unit=containerd2
+		systemctl stop "$unit"
+		systemctl reset-failed "$unit" 2> /dev/null
+		run_unit "$unit" > /dev/null 2>&1
+		;;
+	esac
+	wait_cri
 }
 
 stop_containerd() {

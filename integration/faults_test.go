@@ -1,0 +1,177 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"text/tabwriter"
+)
+
+// The lifecycle faults (guest/faults.sh), each on the stock shim and behind
+// the guard in the same boot. The guard must do what the stock shim does,
+// or better, and leave nothing behind.
+
+var faultNames = []string{"remove-restart", "kill-shim", "kill-runsc-shim", "restart-create", "remove-oom"}
+
+func faultCases() []string {
+	var names []string
+	for _, h := range []string{"stock", "guard"} {
+		for _, f := range faultNames {
+			names = append(names, f+"-"+h)
+		}
+	}
+	return append(names, "remove-restart-guard-deb", "many-guard")
+}
+
+func TestScenario11Faults(t *testing.T) { testFaults(t, "11") }
+
+func TestScenario12FaultsContainerd2(t *testing.T) { testFaults(t, "12") }
+
+func testFaults(t *testing.T, s string) {
+	cases := byName(loadScenario(t, s, faultCases()...))
+	faultTables = append(faultTables, faultTable{scenario: s, cases: cases})
+	for name, c := range cases {
+		if !strings.Contains(name, "-guard") {
+			continue // stock: the outcome to compare with, in the table
+		}
+		stock := cases[strings.Replace(strings.TrimSuffix(name, "-deb"), "-guard", "-stock", 1)]
+		t.Run(name, func(t *testing.T) {
+			f := c.f
+			switch {
+			case strings.HasPrefix(name, "remove-restart"):
+				// containerd integration/restart_test.go TestContainerdRestart.
+				expectCreated(t, c)
+				c.check(t, f["pod_state"] == "SANDBOX_READY", "pod %s after the restart, want SANDBOX_READY", f["pod_state"])
+				c.check(t, f["b_state"] == "CONTAINER_RUNNING", "container B %s after the restart, want CONTAINER_RUNNING", f["b_state"])
+				c.check(t, strings.Contains(f["b_exec"], "exec-ok"), "exec in B after the restart: %q", f["b_exec"])
+				c.check(t, f["guard_errors"] == "0", "the guard logged %s errors (level=error)", f["guard_errors"])
+			case strings.HasPrefix(name, "kill-shim"):
+				expectCreated(t, c)
+				c.check(t, f["b_exited_rc"] == "0", "containerd did not report B exited within 90 s of the guard's SIGKILL (B %s)", f["b_state"])
+			case strings.HasPrefix(name, "kill-runsc-shim"):
+				expectCreated(t, c)
+				c.check(t, f["a_exited_rc"] == "0", "containerd did not report A exited within 90 s of its runsc shim's SIGKILL (A %s)", f["a_state"])
+				if stock != nil {
+					c.check(t, f["pod_state"] == stock.f["pod_state"] && f["b_state"] == stock.f["b_state"],
+						"pod %s, B %s; stock: pod %s, B %s", f["pod_state"], f["b_state"], stock.f["pod_state"], stock.f["b_state"])
+				}
+			case strings.HasPrefix(name, "restart-create"):
+				// sandbox_run_rollback_test.go: the retry works, the lost one
+				// leaves nothing.
+				c.check(t, f["retry_rc"] == "0", "RunPodSandbox after the restart failed: %s", f["runp_error"])
+				c.check(t, f["leftover_runsc"] == "", "runsc processes left: %s", f["leftover_runsc"])
+			case strings.HasPrefix(name, "remove-oom"):
+				expectCreated(t, c)
+				c.check(t, f["rmp_rc"] == "0", "RemovePodSandbox failed: %s", f["rmp_error"])
+				c.check(t, f["pod_listed"] == "0", "the pod is still listed after its removal")
+			case name == "many-guard":
+				c.check(t, f["pods_right"] == f["pods"] && f.num("pods") > 0,
+					"%s of %s pods booted with their own limit in their own slice; wrong: %s", f["pods_right"], f["pods"], f["pods_wrong"])
+				c.check(t, f["leftover_runsc"] == "", "runsc processes left: %s", f["leftover_runsc"])
+			}
+			if name != "many-guard" && !strings.HasPrefix(name, "restart-create") {
+				c.check(t, f["leftover_any"] == "", "left after removal: %s", f["leftover_any"])
+				c.check(t, strings.TrimSpace(f["leftover_cgroups"]) == "", "cgroups left after removal: %s", f["leftover_cgroups"])
+			}
+			c.outcome = faultOutcome(name, f)
+		})
+	}
+	for name, c := range cases {
+		if strings.Contains(name, "-stock") {
+			c.outcome = faultOutcome(name, c.f)
+		}
+	}
+}
+
+type faultTable struct {
+	scenario string
+	cases    map[string]*scenarioCase
+}
+
+var faultTables []faultTable
+
+// faultOutcome: what containerd showed after the fault, in a few words.
+func faultOutcome(name string, f facts) string {
+	switch {
+	case strings.HasPrefix(name, "remove-restart"):
+		exec := "exec refused"
+		if strings.Contains(f["b_exec"], "exec-ok") {
+			exec = "exec ok"
+		}
+		return fmt.Sprintf("pod %s, B %s, %s", short(f["pod_state"]), short(f["b_state"]), exec)
+	case strings.HasPrefix(name, "kill-shim"):
+		return fmt.Sprintf("B reported exited: %s; pod %s", yes(f["b_exited_rc"] == "0"), short(f["pod_state"]))
+	case strings.HasPrefix(name, "kill-runsc-shim"):
+		return fmt.Sprintf("A reported exited: %s; pod %s, B %s", yes(f["a_exited_rc"] == "0"), short(f["pod_state"]), short(f["b_state"]))
+	case strings.HasPrefix(name, "restart-create"):
+		return fmt.Sprintf("pods after restart [%s], retry rc %s", f["pods_after"], f["retry_rc"])
+	case strings.HasPrefix(name, "remove-oom"):
+		return fmt.Sprintf("stopp rc %s, rmp rc %s, %ss", f["stopp_rc"], f["rmp_rc"], f["remove_seconds"])
+	case name == "many-guard":
+		return fmt.Sprintf("%s/%s pods sized and placed by their own limit", f["pods_right"], f["pods"])
+	}
+	return "-"
+}
+
+func short(s string) string {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "CONTAINER_"), "SANDBOX_")
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// printFaultTables: fault, stock outcome, guard outcome, leftovers.
+func printFaultTables(w io.Writer) {
+	for _, ft := range faultTables {
+		fmt.Fprintf(w, "Fault table, scenario %s:\n", ft.scenario)
+		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  FAULT\tSTOCK\tGUARD\tLEFT (STOCK / GUARD)")
+		for _, f := range append(append([]string(nil), faultNames...), "remove-restart (debian runsc)", "many pods") {
+			sname, gname := f+"-stock", f+"-guard"
+			switch f {
+			case "remove-restart (debian runsc)":
+				sname, gname = "", "remove-restart-guard-deb"
+			case "many pods":
+				sname, gname = "", "many-guard"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s / %s\n", f, caseOutcome(ft.cases[sname]), caseOutcome(ft.cases[gname]),
+				leftovers(ft.cases[sname]), leftovers(ft.cases[gname]))
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+}
+
+func caseOutcome(c *scenarioCase) string {
+	if c == nil {
+		return "-"
+	}
+	return c.outcome
+}
+
+func leftovers(c *scenarioCase) string {
+	if c == nil {
+		return "-"
+	}
+	var l []string
+	for _, k := range []string{"leftover_any", "leftover_runsc", "leftover_cgroups"} {
+		if v := strings.TrimSpace(c.f[k]); v != "" {
+			l = append(l, k+": "+clip(v, 80))
+		}
+	}
+	if len(l) == 0 {
+		return "nothing"
+	}
+	return strings.Join(l, "; ")
+}

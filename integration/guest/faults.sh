@@ -1,0 +1,239 @@
+# shellcheck shell=bash
+# faults.sh: the lifecycle faults containerd's own shims are tested
+# against (containerd integration/restart_test.go, restart_linux_test.go,
+# the issue7496 shim-leak tests, sandbox_run_rollback_test.go), each run on
+# the stock shim and behind the guard in the same boot, so the guard's
+# outcome can be compared with stock's. Sourced by scenarios 11 and 12.
+#
+# Every case ends with the pod removed and records what is left: processes
+# naming the pod or its containers, and cgroups named for the sandbox.
+
+# bundle_of ID: the container's bundle under the running containerd.
+bundle_of() { echo "$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$1"; }
+
+# shim_pid ID: the runsc shim serving container ID (runsc's start writes
+# shim.pid into the bundle).
+shim_pid() { cat "$(bundle_of "$1")/shim.pid" 2> /dev/null; }
+
+# guard_pid: the guard server of POD_ID.
+guard_pid() { pgrep -f "containerd-shim-runsc-guard-v1 .*-id $POD_ID .*serve" | head -n1; }
+
+pod_state() { crictl inspectp -o json "$1" 2> /dev/null | jq -r '.status.state // empty'; }
+
+# wait_until SECONDS CMD...: polls CMD every second; fact-free.
+wait_until() {
+	local limit=$1 t0=$SECONDS
+	shift
+	while [ $((SECONDS - t0)) -lt "$limit" ]; do
+		"$@" && return 0
+		sleep 1
+	done
+	return 1
+}
+
+ctr_exited() { [ "$(ctr_field "$1" .status.state)" = CONTAINER_EXITED ]; }
+
+# two_containers CASE HANDLER: a pod (512Mi slice) with two long-running
+# containers A and B. Sets A, B.
+two_containers() {
+	begin_case "$1"
+	case_facts "$2" systemd
+	POD_UID=$(cat /proc/sys/kernel/random/uuid)
+	pod_cgroup_systemd "$POD_UID" $((512 * MiB))
+	A= B=
+	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $((512 * MiB))}" || return 1
+	record_sandbox
+	create_ctr a $LIMIT 'exec sleep 3600' && start_ctr "$CTR_ID" || return 1
+	A=$CTR_ID
+	create_ctr b $LIMIT 'exec sleep 3600' && start_ctr "$CTR_ID" || return 1
+	B=$CTR_ID
+}
+
+# after_fault: the state containerd reports once the fault settled.
+after_fault() {
+	fact pod_state "$(pod_state "$POD_ID")"
+	[ -n "$A" ] && fact a_state "$(ctr_field "$A" .status.state)"
+	[ -n "$B" ] && fact b_state "$(ctr_field "$B" .status.state)"
+	[ -n "$B" ] && fact b_exec "$(crictl exec "$B" /bin/echo exec-ok 2>&1 | tr '\n' ' ' | cut -c1-200)"
+}
+
+# end_fault: removes the pod and records what is left of it.
+end_fault() {
+	local ids="$POD_ID${A:+|$A}${B:+|$B}"
+	remove_pod
+	fact leftover_any "$(pgrep -af "$ids" | grep -v pgrep | cut -c1-200 | tr '\n' ';')"
+	journalctl -q --no-pager -u containerd -u containerd2 --since "@$CASE_START" > "$CASE_DIR/containerd.log"
+	fact guard_errors "$(grep -cE 'level=error.*runsc-guard|runsc-guard.*level=error' "$CASE_DIR/containerd.log")"
+	end_case
+	say "  -> $(grep -E '^(pod_state|a_state|b_state|b_exec|leftover_any)=' "$FACTS" | tr '\n' ' ')"
+}
+
+# (a) one app container removed, then containerd restarted: the rest of
+# the pod must keep running and answer exec.
+fault_remove_restart() {
+	two_containers "$1" "$2" && {
+		crictl stop -t 5 "$A" > /dev/null 2>&1
+		crictl rm "$A" > /dev/null 2>&1
+		fact rm_a_rc $?
+		A=
+		sleep 2
+		restart_containerd
+		fact restart_rc $?
+		sleep 5
+	}
+	after_fault
+	end_fault
+}
+
+# (b) the shim process(es) of a running pod killed with SIGKILL: behind
+# the guard, the guard server; stock, every runsc shim of the pod (the
+# processes in the guard's place). containerd must see the containers exit.
+fault_kill_shim() {
+	two_containers "$1" "$2" && {
+		local pids
+		if [ "$(handler_field "$2" .runtimeType)" = io.containerd.runsc-guard.v1 ]; then
+			pids=$(guard_pid)
+		else
+			pids="$(shim_pid "$POD_ID") $(shim_pid "$A") $(shim_pid "$B")"
+		fi
+		fact killed "$pids"
+		# shellcheck disable=SC2086
+		kill -9 $pids
+		wait_until 90 ctr_exited "$B"
+		fact b_exited_rc $?
+	}
+	after_fault
+	end_fault
+}
+
+# (c) one runsc shim killed with SIGKILL: that of app container A.
+# containerd must learn that A exited; the rest of the pod fares as with
+# the stock shim.
+fault_kill_runsc_shim() {
+	two_containers "$1" "$2" && {
+		fact killed "$(shim_pid "$A")"
+		kill -9 "$(shim_pid "$A")"
+		wait_until 90 ctr_exited "$A"
+		fact a_exited_rc $?
+		sleep 3
+	}
+	after_fault
+	end_fault
+}
+
+# (d) containerd restarted while RunPodSandbox is creating the sandbox.
+fault_restart_during_create() {
+	begin_case "$1"
+	case_facts "$2" systemd
+	POD_UID=$(cat /proc/sys/kernel/random/uuid)
+	pod_cgroup_systemd "$POD_UID" $LIMIT
+	A= B=
+	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $LIMIT}" &
+	local runp=$!
+	sleep "${RESTART_AFTER:-2}"
+	restart_containerd
+	fact restart_rc $?
+	wait $runp
+	POD_ID=$(crictl pods --name "$1" -q | head -n1)
+	fact pods_after "$(crictl pods --name "$1" -o json | jq -r '[.items[].state] | join(",")')"
+	# What kubelet does next: it retries RunPodSandbox, and removes the
+	# pod it gave up on.
+	local old=$POD_ID
+	crictl pods --name "$1" -q | xargs -r crictl stopp > /dev/null 2>&1
+	crictl pods --name "$1" -q | xargs -r crictl rmp > /dev/null 2>&1
+	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $LIMIT}"
+	fact retry_rc $?
+	record_sandbox
+	after_fault
+	local ids=$POD_ID
+	remove_pod
+	[ -n "$old" ] && ids="$ids|$old"
+	fact leftover_any "$(pgrep -af "$ids" | grep -v pgrep | cut -c1-200 | tr '\n' ';')"
+	fact leftover_runsc "$(pgrep -af 'runsc-sandbox|runsc-gofer|containerd-shim-runsc' | grep -v pgrep | cut -c1-200 | tr '\n' ';')"
+	end_case
+	say "  -> $(grep -E '^(pods_after|retry_rc|pod_state|leftover_any|leftover_runsc)=' "$FACTS" | tr '\n' ' ')"
+}
+
+# (e) N pods created at once behind the guard, each with its own limit
+# (200Mi + 8Mi * i): each sandbox booted with its pod's limit and sits in
+# its pod slice.
+fault_many_pods() {
+	local n=$3 i pids=() uid
+	begin_case "$1"
+	case_facts "$2" systemd
+	for i in $(seq "$n"); do
+		uid=$(cat /proc/sys/kernel/random/uuid)
+		pod_cgroup_systemd "$uid" $(((200 + 8 * i) * MiB))
+		echo "$POD_CG" > "$CASE_DIR/cg-$i"
+		(
+			POD_UID=$uid CASE_DIR=$CASE_DIR/$i FACTS=/dev/null
+			mkdir -p "$CASE_DIR"
+			run_pod "many-$i" "$2" "{\"memory_limit_in_bytes\": $(((200 + 8 * i) * MiB))}" > /dev/null
+			echo "$POD_ID" > "$CASE_DIR/pod-id"
+		) &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	local ok=0 pid id cg got=""
+	for i in $(seq "$n"); do
+		id=$(cat "$CASE_DIR/$i/pod-id" 2> /dev/null)
+		cg=$(cat "$CASE_DIR/cg-$i")
+		pid=$(procs_of "${id:-none}" | awk '$2 == "runsc-sandbox" {print $1; exit}')
+		if [ -n "$pid" ] && [ "$(flag_of "$pid" total-memory)" = $(((200 + 8 * i) * MiB)) ] &&
+			[[ "$(cgroup_of "$pid")" == "$cg/"* ]]; then
+			ok=$((ok + 1))
+		else
+			got="$got $i:${id:0:12}:$(flag_of "${pid:-0}" total-memory 2> /dev/null):$(cgroup_of "${pid:-0}")"
+		fi
+	done
+	fact pods "$n"
+	fact pods_right "$ok"
+	fact pods_wrong "${got# }"
+	fact rss_guard "$(rss_of containerd-shim-runsc-guard-v1)"
+	fact rss_runsc_shim "$(rss_of containerd-shim-runsc-v1)"
+	crictl rmp -fa > /dev/null 2>&1
+	sleep 2
+	fact leftover_runsc "$(pgrep -af 'runsc-sandbox|runsc-gofer|containerd-shim-runsc' | grep -v pgrep | cut -c1-200 | tr '\n' ';')"
+	remove_all_pods
+	end_case
+	say "  -> $(grep -E '^(pods_right|pods_wrong|leftover_runsc)=' "$FACTS" | tr '\n' ' ')"
+}
+
+# (f) the pod removed while its workload is being OOM-killed.
+fault_remove_during_oom() {
+	begin_case "$1"
+	case_facts "$2" systemd
+	POD_UID=$(cat /proc/sys/kernel/random/uuid)
+	pod_cgroup_systemd "$POD_UID" $LIMIT
+	A= B=
+	if run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $LIMIT}"; then
+		record_sandbox
+		create_ctr alloc $LIMIT "$WL_ALLOC" && start_ctr "$CTR_ID" && A=$CTR_ID
+		sleep "${OOM_AFTER:-3}"
+		local t0=$SECONDS
+		crictl stopp "$POD_ID" > /dev/null 2> "$CASE_DIR/stopp.err"
+		fact stopp_rc $?
+		crictl rmp "$POD_ID" > /dev/null 2> "$CASE_DIR/rmp.err"
+		fact rmp_rc $?
+		fact rmp_error "$(err_summary "$CASE_DIR/rmp.err")"
+		fact remove_seconds $((SECONDS - t0))
+		fact pod_listed "$(crictl pods -q | grep -c "^$POD_ID")"
+	fi
+	end_fault
+}
+
+# fault_table: every fault on the stock shim and behind the guard, on the
+# containerd in use (2026 runsc, which both run the same way).
+fault_table() {
+	local h
+	for h in stock-new guard-new; do
+		fault_remove_restart "remove-restart-${h%%-*}" "$h"
+		fault_kill_shim "kill-shim-${h%%-*}" "$h"
+		fault_kill_runsc_shim "kill-runsc-shim-${h%%-*}" "$h"
+		fault_restart_during_create "restart-create-${h%%-*}" "$h"
+		fault_remove_during_oom "remove-oom-${h%%-*}" "$h"
+	done
+	# The pod with Debian's runsc, as the issue measured it.
+	fault_remove_restart remove-restart-guard-deb guard-deb
+	fault_many_pods many-guard guard-new "${MANY_PODS:-20}"
+}
