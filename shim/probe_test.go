@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestProbeRunsc runs a stand-in runsc that knows one flag, prints a
@@ -46,5 +47,30 @@ echo "spec: 1.0.2-dev"
 	}
 	if probeRunscFlag(ctx, filepath.Join(dir, "missing"), "systemd-cgroup") || probeRunscRelease(ctx, filepath.Join(dir, "missing")) != 0 {
 		t.Errorf("a missing runsc answered")
+	}
+}
+
+// TestProbeRunscTimeoutNotCached: a probe that timed out (a loaded node)
+// is no answer: the next Create asks again and gets the real one.
+func TestProbeRunscTimeoutNotCached(t *testing.T) {
+	dir := t.TempDir()
+	runsc := filepath.Join(dir, "runsc")
+	slow := filepath.Join(dir, "slow-once")
+	script := `#!/bin/sh
+if [ ! -e ` + slow + ` ]; then : > ` + slow + `; exec sleep 5; fi
+echo "runsc version release-20260905.0"
+`
+	if err := os.WriteFile(runsc, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := probeTimeout
+	probeTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { probeTimeout = old })
+	ctx := context.Background()
+	if probeRunscFlag(ctx, runsc, "systemd-cgroup") {
+		t.Fatal("a probe that timed out answered true")
+	}
+	if !probeRunscFlag(ctx, runsc, "systemd-cgroup") {
+		t.Error("after a timed-out probe, the next one was not run again (a timeout was cached as \"flag unknown\")")
 	}
 }
