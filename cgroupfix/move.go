@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
+	"time"
 )
 
 // MoveToCgroupfs moves pids into the cgroup dir (relative to h.Root; for
@@ -64,8 +66,7 @@ func MoveToCgroupfs(h Hierarchy, dir string, pids []int, memoryMax uint64) error
 		return fmt.Errorf("open %s: %w", p, err)
 	}
 	for _, pid := range pids {
-		// One pid per write(2): the kernel moves one process per write.
-		if _, err := f.WriteString(strconv.Itoa(pid) + "\n"); err != nil {
+		if err := writePID(f, pid); err != nil {
 			f.Close()
 			return fmt.Errorf("write pid %d to %s: %w", pid, p, err)
 		}
@@ -74,6 +75,33 @@ func MoveToCgroupfs(h Hierarchy, dir string, pids []int, memoryMax uint64) error
 		return fmt.Errorf("close %s: %w", p, err)
 	}
 	return nil
+}
+
+// pidRetries and pidRetryDelay bound writePID's retries on EINVAL.
+const (
+	pidRetries    = 5
+	pidRetryDelay = 30 * time.Millisecond
+)
+
+// writePID writes one pid to an open cgroup.procs: one pid per write(2),
+// as the kernel moves one process per write. A process that exited since
+// it was listed (ESRCH) is not an error: runsc's helpers come and go, and
+// a gone process holds no memory. EINVAL is retried: the kernel returns it
+// for a task still being forked (TASK_NEW), as opencontainers/cgroups'
+// WriteCgroupProc knows.
+func writePID(f interface{ WriteString(string) (int, error) }, pid int) error {
+	var err error
+	for i := 0; i < pidRetries; i++ {
+		_, err = f.WriteString(strconv.Itoa(pid) + "\n")
+		switch {
+		case err == nil, errors.Is(err, syscall.ESRCH):
+			return nil
+		case !errors.Is(err, syscall.EINVAL):
+			return err
+		}
+		time.Sleep(pidRetryDelay)
+	}
+	return err
 }
 
 // writeFile writes a cgroup control file. O_CREATE only matters on a fake

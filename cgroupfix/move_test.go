@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -158,4 +159,48 @@ func TestMoveToCgroupfs(t *testing.T) {
 			t.Errorf("ReadLimits through a symlinked memory.max = nil error, want one")
 		}
 	})
+}
+
+// scriptedWriter answers each write with the next error.
+type scriptedWriter struct {
+	errs   []error
+	writes int
+}
+
+func (w *scriptedWriter) WriteString(s string) (int, error) {
+	w.writes++
+	if len(w.errs) == 0 {
+		return len(s), nil
+	}
+	err := w.errs[0]
+	w.errs = w.errs[1:]
+	return 0, err
+}
+
+// TestWritePID: a process gone since it was listed is no error; EINVAL (a
+// task still forking) is retried; anything else fails.
+func TestWritePID(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		errs       []error
+		wantErr    error
+		wantWrites int
+	}{
+		{"written", nil, nil, 1},
+		{"gone", []error{syscall.ESRCH}, nil, 1},
+		{"forking", []error{syscall.EINVAL, syscall.EINVAL}, nil, 3},
+		{"always EINVAL", []error{syscall.EINVAL, syscall.EINVAL, syscall.EINVAL, syscall.EINVAL, syscall.EINVAL, syscall.EINVAL}, syscall.EINVAL, pidRetries},
+		{"refused", []error{syscall.EBUSY}, syscall.EBUSY, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &scriptedWriter{errs: tc.errs}
+			err := writePID(w, 42)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Errorf("writePID = %v, want %v", err, tc.wantErr)
+			}
+			if w.writes != tc.wantWrites {
+				t.Errorf("%d writes, want %d", w.writes, tc.wantWrites)
+			}
+		})
+	}
 }

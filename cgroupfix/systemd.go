@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/dbus"
@@ -137,24 +138,75 @@ func MoveToScope(ctx context.Context, conn Systemd, unit, slice string, pids []i
 		resetErr = nil
 	}
 
-	// Buffered: go-systemd delivers the job result while holding its job
-	// listener lock, so an unread unbuffered channel (we gave up on a
-	// timeout) would block its signal loop for good.
-	ch := make(chan string, 1)
-	props := ScopeProperties(slice, pids, memoryMax)
-	if _, err := conn.StartTransientUnitContext(ctx, unit, "fail", props, ch); err != nil {
+	result, err := startScope(ctx, conn, unit, slice, pids, memoryMax)
+	if err != nil && errors.As(err, &de) && de.Name == dbusNoSuchProcess {
+		// A helper exited between the listing and the call: systemd
+		// refuses the whole unit for one gone pid. Move the living.
+		if alive := livePIDs(pids); len(alive) > 0 && len(alive) < len(pids) {
+			pids = alive
+			result, err = startScope(ctx, conn, unit, slice, pids, memoryMax)
+		}
+	}
+	if err != nil {
 		if resetErr != nil {
 			return fmt.Errorf("start transient unit %s in %s (pids %v): %w (reset-failed before it: %v)", unit, slice, pids, err, resetErr)
 		}
 		return fmt.Errorf("start transient unit %s in %s (pids %v): %w", unit, slice, pids, err)
 	}
 	select {
-	case result := <-ch:
-		if result != "done" {
-			return fmt.Errorf("start transient unit %s in %s (pids %v): %w: job result %q", unit, slice, pids, ErrScopeJobFailed, result)
+	case r := <-result:
+		if r != "done" {
+			resetAfter(conn, unit)
+			return fmt.Errorf("start transient unit %s in %s (pids %v): %w: job result %q", unit, slice, pids, ErrScopeJobFailed, r)
 		}
 		return nil
 	case <-ctx.Done():
+		resetAfter(conn, unit)
 		return fmt.Errorf("start transient unit %s in %s (pids %v): %w: %w", unit, slice, pids, ErrScopeTimeout, ctx.Err())
 	}
+}
+
+// dbusNoSuchProcess is systemd's error for a PIDs property naming a process
+// that does not exist (src/core/unit.c unit_pid_attachable).
+const dbusNoSuchProcess = "org.freedesktop.systemd1.NoSuchProcess"
+
+// startScope asks systemd for the transient scope and returns the channel
+// its job result arrives on.
+func startScope(ctx context.Context, conn Systemd, unit, slice string, pids []int, memoryMax uint64) (<-chan string, error) {
+	// Buffered: go-systemd delivers the job result while holding its job
+	// listener lock, so an unread unbuffered channel (we gave up on a
+	// timeout) would block its signal loop for good.
+	ch := make(chan string, 1)
+	_, err := conn.StartTransientUnitContext(ctx, unit, "fail", ScopeProperties(slice, pids, memoryMax), ch)
+	return ch, err
+}
+
+// resetAfter clears a unit whose job failed or timed out, so that the next
+// attempt with its name is not refused while it sits in state "failed".
+func resetAfter(conn Systemd, unit string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = conn.ResetFailedUnitContext(ctx, unit)
+}
+
+// livePIDs keeps the pids of processes that still exist.
+func livePIDs(pids []int) []int {
+	var out []int
+	for _, p := range pids {
+		if err := syscall.Kill(p, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Retriable reports whether a MoveToScope error may go away with a new
+// D-Bus connection: the connection broke (systemd restarted, the bus
+// dropped us), as opposed to systemd refusing the unit, the job failing,
+// a timeout or a bad argument.
+func Retriable(err error) bool {
+	var de godbus.Error
+	return err != nil && !errors.As(err, &de) && !errors.Is(err, ErrScopeJobFailed) &&
+		!errors.Is(err, ErrScopeTimeout) && !errors.Is(err, ErrInvalidArgument) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }

@@ -3,7 +3,9 @@ package cgroupfix
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +21,8 @@ type fakeSystemd struct {
 	mode     string
 	resetErr error
 	startErr error
+	// startErrOnce fails the first start only.
+	startErrOnce error
 	// result is sent on the job channel; "" sends nothing (a hung job).
 	result string
 	// delay postpones the result; sent is closed once it was delivered.
@@ -36,6 +40,11 @@ func (f *fakeSystemd) StartTransientUnitContext(ctx context.Context, name, mode 
 	f.mode, f.props = mode, props
 	if f.startErr != nil {
 		return 0, f.startErr
+	}
+	if f.startErrOnce != nil {
+		err := f.startErrOnce
+		f.startErrOnce = nil
+		return 0, err
 	}
 	if f.result != "" {
 		// Like go-systemd: deliver from another goroutine, and block if
@@ -165,14 +174,16 @@ func TestMoveToScope(t *testing.T) {
 			wantCalls: []string{"reset-failed " + unit, "start " + unit},
 		},
 		{
+			// The unit is reset after the failure, so a next try is not
+			// refused by its "failed" state.
 			name: "job failed", fake: fakeSystemd{result: "failed"},
 			wantErr: ErrScopeJobFailed, wantInErr: `job result "failed"`,
-			wantCalls: []string{"reset-failed " + unit, "start " + unit},
+			wantCalls: []string{"reset-failed " + unit, "start " + unit, "reset-failed " + unit},
 		},
 		{
 			name: "job never completes", fake: fakeSystemd{}, timeout: 50 * time.Millisecond,
 			wantErr: ErrScopeTimeout, wantInErr: unit,
-			wantCalls: []string{"reset-failed " + unit, "start " + unit},
+			wantCalls: []string{"reset-failed " + unit, "start " + unit, "reset-failed " + unit},
 		},
 		{
 			name:      "start refused, reset error reported",
@@ -232,5 +243,46 @@ func TestMoveToScope(t *testing.T) {
 				t.Errorf("MoveToScope(%q) error = %v, want it to mention the reset-failed error", u, err)
 			}
 		})
+	}
+}
+
+// TestMoveToScopeGonePID: a helper that exits between the listing and the
+// move makes systemd refuse the unit; the move goes on with the living.
+func TestMoveToScopeGonePID(t *testing.T) {
+	const gone = 1<<22 - 1 // above any pid_max a test machine uses
+	if syscall.Kill(gone, 0) == nil {
+		t.Skip("pid", gone, "exists")
+	}
+	self := os.Getpid()
+	f := &fakeSystemd{result: "done", startErrOnce: godbus.Error{Name: "org.freedesktop.systemd1.NoSuchProcess", Body: []any{"Process with ID 4194303 does not exist."}}}
+	unit := ScopeName(sandbox)
+	if err := MoveToScope(context.Background(), f, unit, "kubepods.slice", []int{self, gone}, 0); err != nil {
+		t.Fatalf("MoveToScope with a gone pid: %v", err)
+	}
+	if want := []string{"reset-failed " + unit, "start " + unit, "start " + unit}; !cmp.Equal(f.calls, want) {
+		t.Errorf("calls %v, want %v", f.calls, want)
+	}
+	if pm := propMap(f.props); !cmp.Equal(pm["PIDs"], []uint32{uint32(self)}) {
+		t.Errorf("second start moved %v, want only the living pid %d", pm["PIDs"], self)
+	}
+}
+
+func TestRetriable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{godbus.ErrClosed, true},
+		{errors.New("write unix @->/run/dbus/system_bus_socket: broken pipe"), true},
+		{godbus.Error{Name: "org.freedesktop.systemd1.UnitExists"}, false},
+		{ErrScopeJobFailed, false},
+		{ErrScopeTimeout, false},
+		{ErrInvalidArgument, false},
+		{context.DeadlineExceeded, false},
+		{nil, false},
+	} {
+		if got := Retriable(tc.err); got != tc.want {
+			t.Errorf("Retriable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -599,13 +599,8 @@ func (w *work) move(ctx context.Context, misplaced []cgroupfix.Proc, name string
 	}
 	w.rec.Actions = append(w.rec.Actions, "move")
 	if w.path.Driver == cgroupfix.DriverSystemd {
-		conn, closeConn, err := w.fix.Systemd(ctx)
-		if err != nil {
-			return fmt.Errorf("move %s into %s: %w", describe(misplaced), w.path.Slice, err)
-		}
-		defer closeConn()
 		unit := cgroupfix.ScopeName(name)
-		if err := cgroupfix.MoveToScope(ctx, conn, unit, filepath.Base(w.rec.PodCgroup), pids, limit); err != nil {
+		if err := w.moveToScope(ctx, unit, pids, limit); err != nil {
 			return fmt.Errorf("move %s into %s/%s: %w", describe(misplaced), w.rec.PodCgroup, unit, err)
 		}
 		return nil
@@ -615,6 +610,29 @@ func (w *work) move(ctx context.Context, misplaced []cgroupfix.Proc, name string
 		return fmt.Errorf("move %s into %s: %w", describe(misplaced), dir, err)
 	}
 	return nil
+}
+
+// dbusAttempts: a move whose D-Bus connection broke (systemd re-executed,
+// the bus dropped the guard) is tried once more on a new connection.
+const dbusAttempts = 2
+
+func (w *work) moveToScope(ctx context.Context, unit string, pids []int, limit uint64) error {
+	var err error
+	for i := 0; i < dbusAttempts; i++ {
+		var conn cgroupfix.Systemd
+		var closeConn func()
+		conn, closeConn, err = w.fix.Systemd(ctx)
+		if err != nil {
+			continue
+		}
+		err = cgroupfix.MoveToScope(ctx, conn, unit, filepath.Base(w.rec.PodCgroup), pids, limit)
+		closeConn()
+		if !cgroupfix.Retriable(err) || ctx.Err() != nil {
+			return err
+		}
+		log.G(ctx).WithError(err).WithField("unit", unit).Warn("systemd D-Bus connection failed during a move, retrying")
+	}
+	return err
 }
 
 // recheck reads the cgroups of procs again.

@@ -15,6 +15,8 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/google/go-cmp/cmp"
@@ -46,7 +48,10 @@ type fakeHost struct {
 	props      map[string][]dbus.Property
 	failMove   bool
 	moveIgnore bool
-	release    int // what `runsc --version` says; Debian's by default
+	// dropBus fails this many moves as a broken D-Bus connection would.
+	dropBus  int
+	connects int
+	release  int // what `runsc --version` says; Debian's by default
 }
 
 func newFakeHost(t *testing.T, podMax string) *fakeHost {
@@ -93,6 +98,10 @@ func (h *fakeHost) StartTransientUnitContext(_ context.Context, name, mode strin
 	defer h.mu.Unlock()
 	h.units = append(h.units, name)
 	h.props[name] = props
+	if h.dropBus > 0 {
+		h.dropBus--
+		return 0, godbus.ErrClosed
+	}
 	if h.failMove {
 		return 0, errors.New("org.freedesktop.systemd1.UnitExists: unit exists")
 	}
@@ -124,8 +133,13 @@ func (h *fakeHost) ResetFailedUnitContext(context.Context, string) error {
 // unless told otherwise.
 func (h *fakeHost) fixFor(policy Policy, knows bool) *SandboxFix {
 	return &SandboxFix{
-		Config:    Config{Policy: policy, AddRunscFlags: true, CgroupRoot: h.cgroups, ProcRoot: h.proc},
-		Systemd:   func(context.Context) (cgroupfix.Systemd, func(), error) { return h, func() {}, nil },
+		Config: Config{Policy: policy, AddRunscFlags: true, CgroupRoot: h.cgroups, ProcRoot: h.proc},
+		Systemd: func(context.Context) (cgroupfix.Systemd, func(), error) {
+			h.mu.Lock()
+			h.connects++
+			h.mu.Unlock()
+			return h, func() {}, nil
+		},
 		KnowsFlag: func(context.Context, string, string) bool { return knows },
 		Release:   func(context.Context, string) int { return h.release },
 		Now:       func() time.Time { return time.Unix(0, 0) },
@@ -580,5 +594,25 @@ func TestAppContainerGoferAtStart(t *testing.T) {
 	}
 	if len(h.units) != 0 {
 		t.Errorf("an exec's Start moved processes: %v", h.units)
+	}
+}
+
+// TestSandboxFixBusDropped: a D-Bus connection that breaks during the move
+// is replaced once; the move then succeeds and the pod is not refused.
+func TestSandboxFixBusDropped(t *testing.T) {
+	for _, drops := range []int{1, 2} {
+		h := newFakeHost(t, "268435456")
+		h.dropBus = drops
+		tb, b := setup(t, h, h.fixFor(PolicyEnforce, true), 0, misplaced, nodeRAM)
+		_, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b})
+		if drops == 1 && err != nil {
+			t.Errorf("one dropped connection: Create: %v, want the move retried on a new one", err)
+		}
+		if drops == 2 && !errdefs.IsFailedPrecondition(errgrpc.ToNative(err)) {
+			t.Errorf("connection dropped twice: Create: %v, want the refusal (FailedPrecondition)", err)
+		}
+		if h.connects != 2 {
+			t.Errorf("%d drops: %d D-Bus connections, want 2", drops, h.connects)
+		}
 	}
 }
