@@ -132,9 +132,11 @@ func readRunscOptions(path string) (runscOptions, error) {
 }
 
 // replyFormat says how a runsc shim answers start, from the containerd
-// shim library it was built with: containerd v2's pkg/shim prints JSON
-// bootstrap parameters, which containerd 1.6 cannot parse (testbed-notes
-// §5a); older ones print a plain address.
+// shim library it was built with: containerd v1's prints a plain address;
+// v2.0-v2.2's pkg/shim prints JSON bootstrap parameters, which containerd
+// 1.6 cannot parse (it dials the reply as an address); v2.3's and later
+// print a protobuf BootstrapResult, which only containerd >= 2.3 parses
+// (core/runtime/v2/shim.go parseStartResponse).
 func replyFormat(bi *debug.BuildInfo) string {
 	if bi == nil {
 		return ""
@@ -142,6 +144,9 @@ func replyFormat(bi *debug.BuildInfo) string {
 	for _, d := range bi.Deps {
 		switch {
 		case d.Path == "github.com/containerd/containerd/v2":
+			if v := parseContainerdVersion(d.Version); v.known() && (v.major > 2 || v.minor >= 3) {
+				return "protobuf"
+			}
 			return "json"
 		case d.Path == "github.com/containerd/containerd":
 			return "plain"
@@ -264,7 +269,9 @@ func (d *doctor) checkRunscShim() string {
 		return ""
 	}
 	f := replyFormat(bi)
-	d.add(LevelOK, "runsc shim", "", "%s: start reply %s", path, map[string]string{"json": "JSON (containerd v2 shim library)", "plain": "plain address", "": "unknown"}[f])
+	d.add(LevelOK, "runsc shim", "", "%s: start reply %s", path, map[string]string{
+		"protobuf": "protobuf (containerd >= 2.3 shim library)", "json": "JSON (containerd v2 shim library)",
+		"plain": "plain address", "": "unknown"}[f])
 	return f
 }
 
@@ -311,10 +318,16 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 		}
 	}
 
-	// containerd 1.6 reads the start reply as a plain address (§5a).
+	// containerd 1.6 reads the start reply as a plain address; before 2.3
+	// containerd parses no protobuf reply. The guard parses every form and
+	// answers containerd plainly.
 	if ctrd.known() && ctrd.major == 1 && ctrd.minor < 7 && shimReply == "json" && !guarded {
 		d.add(LevelError, check, fix,
 			"containerd %s cannot parse the runsc shim's JSON start reply: every pod fails with \"dial unix {\\\"version\\\":2,...}: invalid argument\"", ctrd)
+	}
+	if ctrd.known() && (ctrd.major < 2 || ctrd.major == 2 && ctrd.minor < 3) && shimReply == "protobuf" && !guarded {
+		d.add(LevelError, check, fix,
+			"containerd %s cannot parse the runsc shim's protobuf start reply (containerd >= 2.3 shim library): every pod fails to start", ctrd)
 	}
 	if guarded {
 		if driver == "systemd" && date != 0 && date < cgroupfix.ReleaseSystemdFlag {

@@ -20,6 +20,7 @@ type fakeDoctorNode struct {
 	containerd string // `containerd --version`; "" when not installed
 	runsc      string // `runsc --version`; "" when not installed
 	shimDeps   string // module the runsc shim was built with; "" no build info
+	shimDepsV  string // its version; default v2.1.5
 	noShim     bool
 	noGuard    bool
 	cgroupV1   bool
@@ -87,7 +88,11 @@ func (f fakeDoctorNode) env(t *testing.T) DoctorEnv {
 			if f.shimDeps == "" {
 				return nil, errors.New("not a Go executable")
 			}
-			return &debug.BuildInfo{Deps: []*debug.Module{{Path: f.shimDeps, Version: "v2.1.5"}}}, nil
+			v := f.shimDepsV
+			if v == "" {
+				v = "v2.1.5"
+			}
+			return &debug.BuildInfo{Deps: []*debug.Module{{Path: f.shimDeps, Version: v}}}, nil
 		},
 	}
 }
@@ -145,6 +150,29 @@ func TestDoctor(t *testing.T) {
 				"ERROR handler runsc: runsc 20221219 with the systemd driver",
 			},
 			wantExit: exitFinding,
+		},
+		{
+			name: "runsc shim on containerd 2.4's shim library, containerd 1.7",
+			node: fakeDoctorNode{containerd: containerd17RC, runsc: runscFixed, shimDeps: shimV2, shimDepsV: "v2.4.2", driver: "true", handler: RuntimeTypeRunsc, runscConfig: `systemd-cgroup = "true"`},
+			want: []string{
+				"containerd-shim-runsc-v1: start reply protobuf",
+				"ERROR handler runsc: containerd 1.7.0 cannot parse the runsc shim's protobuf start reply",
+			},
+			wantNot:  []string{"JSON start reply"},
+			wantExit: exitFinding,
+		},
+		{
+			name: "the same shim behind the guard",
+			node: fakeDoctorNode{containerd: containerd17RC, runsc: runscFixed, shimDeps: shimV2, shimDepsV: "v2.4.2", driver: "true", handler: RuntimeTypeGuard, runscConfig: `systemd-cgroup = "true"`},
+			want: []string{"containerd-shim-runsc-v1: start reply protobuf", "OK handler runsc: goes through runsc-guard"},
+			wantNot:  []string{"ERROR", "cannot parse"},
+			wantExit: exitOK,
+		},
+		{
+			name: "the same shim, containerd 2.4",
+			node: fakeDoctorNode{containerd: containerd24, runsc: runscFixed, shimDeps: shimV2, shimDepsV: "v2.4.2", driver: "true", handler: RuntimeTypeRunsc, version: 3, runscConfig: `systemd-cgroup = "true"`},
+			want: []string{"containerd-shim-runsc-v1: start reply protobuf"},
+			wantNot:  []string{"cannot parse"},
 		},
 		{
 			name: "the same node behind the guard",
