@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/internal/cri"
+	"github.com/runsc-guard/runsc-guard/internal/ocispec"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runsc-guard/runsc-guard/cgroupfix"
 	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
@@ -128,8 +128,8 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 		}
 		id := filepath.Base(p.Bundle)
 		sid := id
-		if a, err := readAnnotations(filepath.Join(opts.bundleDir(p.Bundle, "", id), "config.json")); err == nil && a[cgroupfix.AnnotationSandboxID] != "" {
-			sid = a[cgroupfix.AnnotationSandboxID]
+		if sp, err := ocispec.Read(opts.bundleDir(p.Bundle, "", id)); err == nil && sp.Annotations[cri.SandboxID] != "" {
+			sid = sp.Annotations[cri.SandboxID]
 		}
 		goferOf[sid] = append(goferOf[sid], p)
 	}
@@ -143,20 +143,6 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 	return reports, nil
 }
 
-func readAnnotations(path string) (map[string]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var s struct {
-		Annotations map[string]string `json:"annotations"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", path, err)
-	}
-	return s.Annotations, nil
-}
-
 func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, gofers []cgroupfix.RunscProc) SandboxReport {
 	id := s.Sandbox.ContainerID
 	r := SandboxReport{
@@ -167,13 +153,13 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, g
 	atRisk := func(format string, a ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, a...)) }
 
 	r.readRecord()
-	spec, err := readSpec(filepath.Join(r.Bundle, "config.json"))
+	spec, err := ocispec.Read(r.Bundle)
 	if err != nil {
-		atRisk("pod limit unreadable: %v", err)
+		atRisk("pod limit unreadable: read sandbox spec: %v", err)
 	} else {
-		r.PodNamespace = spec.Annotations[cgroupfix.AnnotationSandboxNamespace]
-		r.PodName = spec.Annotations[cgroupfix.AnnotationSandboxName]
-		r.PodUID = spec.Annotations[cgroupfix.AnnotationSandboxUID]
+		r.PodNamespace = spec.Annotations[cri.SandboxNamespace]
+		r.PodName = spec.Annotations[cri.SandboxName]
+		r.PodUID = spec.Annotations[cri.SandboxUID]
 		if spec.Linux != nil {
 			r.CgroupsPath = spec.Linux.CgroupsPath
 		}
@@ -245,18 +231,6 @@ func (r *SandboxReport) readRecord() {
 	}
 	r.GuardActions, r.GuardOutcome = rec.Actions, rec.Outcome
 	r.Notes = append(r.Notes, rec.Warnings...)
-}
-
-func readSpec(path string) (*specs.Spec, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read sandbox spec: %w", err)
-	}
-	var s specs.Spec
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse sandbox spec %s: %w", path, err)
-	}
-	return &s, nil
 }
 
 // podLimit is the smallest memory limit at or below the pod cgroup (the pod

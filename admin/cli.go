@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/runsc-guard/runsc-guard/shim"
+	"github.com/runsc-guard/runsc-guard/internal/config"
 )
 
 // newFlagSet returns the flag set of a command, with a usage text made of
@@ -36,10 +36,10 @@ func parseFlags(fs *flag.FlagSet, args []string) bool {
 
 // guardConfigFlag adds --guard-config and returns a function loading it;
 // the function reports a bad file on the flag set's output.
-func guardConfigFlag(fs *flag.FlagSet, what string) func() (shim.Config, bool) {
-	path := fs.String("guard-config", shim.ConfigPath(), "the guard's configuration `file` (for "+what+")")
-	return func() (shim.Config, bool) {
-		cfg, err := shim.LoadConfig(*path)
+func guardConfigFlag(fs *flag.FlagSet, what string) func() (config.Config, bool) {
+	path := fs.String("guard-config", config.Path(), "the guard's configuration `file` (for "+what+")")
+	return func() (config.Config, bool) {
+		cfg, err := config.Load(*path)
 		if err != nil {
 			fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
 			return cfg, false

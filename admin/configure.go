@@ -14,7 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
-	"github.com/runsc-guard/runsc-guard/shim"
+	"github.com/runsc-guard/runsc-guard/internal/config"
 )
 
 // The previous runtime_type of a handler the guard was put in front of is
@@ -131,7 +131,7 @@ func planOne(h *Handler, uninstall bool) (Change, bool, error) {
 			// change this command promises; say what to do instead.
 			return Change{}, false, fmt.Errorf("%w: handler %s in %s sets runtime_path = %q, which containerd starts whatever runtime_type says: "+
 				"remove runtime_path and set shim_path = %q in the guard's configuration (%s)",
-				ErrRuntimePath, h.Key(), h.File.Path, h.RuntimePath, h.RuntimePath, shim.ConfigPath())
+				ErrRuntimePath, h.Key(), h.File.Path, h.RuntimePath, h.RuntimePath, config.Path())
 		}
 		if h.RuntimeType == RuntimeTypeGuard {
 			return Change{}, false, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/runsc"
 	"io"
 	"os"
 	"os/exec"
@@ -112,7 +113,7 @@ func readRunscOptions(path string) (runscOptions, error) {
 		return runscOptions{}, fmt.Errorf("read runsc options: %w", err)
 	}
 	var o runscOptions
-	if o.binary, err = cgroupfix.RunscBinary(body); err != nil {
+	if o.binary, err = runsc.Binary(body); err != nil {
 		return runscOptions{}, fmt.Errorf("runsc options %s: %w", path, err)
 	}
 	var doc struct {
@@ -121,7 +122,7 @@ func readRunscOptions(path string) (runscOptions, error) {
 	if err := toml.Unmarshal(body, &doc); err != nil {
 		return runscOptions{}, fmt.Errorf("runsc options %s: %w", path, err)
 	}
-	switch v := doc.RunscConfig[cgroupfix.SystemdCgroupKey].(type) {
+	switch v := doc.RunscConfig[runsc.SystemdCgroupKey].(type) {
 	case nil:
 	case string:
 		o.systemdCgroup = v
@@ -309,7 +310,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 		d.add(LevelError, check, "install runsc, or fix binary_name in "+h.ConfigPath(), "runsc binary %q not found: %v", opts.binary, err)
 	} else {
 		out, _ := d.env.Run(path, "--version")
-		if date = cgroupfix.RunscRelease(out); date == 0 && guarded {
+		if date = runsc.Release(out); date == 0 && guarded {
 			d.add(LevelInfo, check, "", "runsc %s reports no release (%q)", path, firstLine(out))
 		} else if date == 0 {
 			d.add(LevelWarn, check, fix+", or run a released runsc (release-YYYYMMDD.N)", "runsc %s reports no release (%q): cannot tell which fixes it has", path, firstLine(out))
@@ -330,7 +331,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 			"containerd %s cannot parse the runsc shim's protobuf start reply (containerd >= 2.3 shim library): every pod fails to start", ctrd)
 	}
 	if guarded {
-		if driver == "systemd" && date != 0 && date < cgroupfix.ReleaseSystemdFlag {
+		if driver == "systemd" && date != 0 && date < runsc.ReleaseSystemdFlag {
 			d.add(LevelWarn, check, "upgrade runsc", "runsc %d predates systemd-cgroup: the guard can only move the sandbox into the pod slice after it started (https://github.com/google/gvisor/issues/193)", date)
 		}
 		return
@@ -343,7 +344,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 			problems++
 			d.add(LevelWarn, check, fix+", or set systemd-cgroup = \"true\" in [runsc_config]",
 				"systemd driver without systemd-cgroup on a runsc of unknown release: sandboxes may land in system.slice, outside the pod limit (https://github.com/google/gvisor/issues/10264)")
-		case date < cgroupfix.ReleaseSystemdAuto:
+		case date < runsc.ReleaseSystemdAuto:
 			problems++
 			d.add(LevelError, check, fix+", or set systemd-cgroup = \"true\" in [runsc_config] of "+orNone(h.ConfigPath()),
 				"runsc %d with the systemd driver and no systemd-cgroup puts sandboxes under system.slice, outside the pod slice: pod memory limits do not hold (https://github.com/google/gvisor/issues/193, https://github.com/google/gvisor/issues/10264)", date)
@@ -353,7 +354,7 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 	case cgv == cgroupfix.V1:
 		problems++
 		d.add(LevelWarn, check, fix, "on cgroup v1 runsc sizes sandboxes from the leaf cgroup: --total-memory is the node's RAM and the kernel kills the whole sandbox at the pod limit (https://github.com/google/gvisor/issues/9580)")
-	case date != 0 && date < cgroupfix.ReleaseParentLimit:
+	case date != 0 && date < runsc.ReleaseParentLimit:
 		problems++
 		d.add(LevelWarn, check, fix+", or upgrade runsc to release-20231106.0 or later",
 			"runsc %d reads only the leaf memory.max: sandboxes boot with --total-memory = node RAM and the kernel kills the whole sandbox at the pod limit (https://github.com/google/gvisor/issues/9580)", date)

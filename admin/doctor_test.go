@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/runsc-guard/runsc-guard/cgroupfix"
+	"github.com/runsc-guard/runsc-guard/runsc"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -307,7 +307,7 @@ func TestParseVersions(t *testing.T) {
 			t.Errorf("parseContainerdVersion(%q) = %v, want %v", tt.out, got, tt.want)
 		}
 	}
-	runsc := []struct {
+	releases := []struct {
 		out  string
 		want int
 	}{
@@ -317,9 +317,9 @@ func TestParseVersions(t *testing.T) {
 		{runscGoInstall, 0},
 		{"", 0},
 	}
-	for _, tt := range runsc {
-		if got := cgroupfix.RunscRelease(tt.out); got != tt.want {
-			t.Errorf("RunscRelease(%q) = %d, want %d", tt.out, got, tt.want)
+	for _, tt := range releases {
+		if got := runsc.Release(tt.out); got != tt.want {
+			t.Errorf("runsc.Release(%q) = %d, want %d", tt.out, got, tt.want)
 		}
 	}
 }

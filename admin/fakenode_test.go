@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/internal/cri"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,14 +150,14 @@ func (n *fakeNode) add(p fakePod) (id, podCgroup string) {
 	n.cgroupDir(podCgroup, limit)
 	n.cgroupDir(leaf, "max")
 	ann := map[string]string{
-		"io.kubernetes.cri.container-type":   "sandbox",
-		cgroupfix.AnnotationSandboxID:        id,
-		cgroupfix.AnnotationSandboxName:      p.name,
-		cgroupfix.AnnotationSandboxNamespace: "default",
-		cgroupfix.AnnotationSandboxUID:       p.uid,
+		"io.kubernetes.cri.container-type": "sandbox",
+		cri.SandboxID:                      id,
+		cri.SandboxName:                    p.name,
+		cri.SandboxNamespace:               "default",
+		cri.SandboxUID:                     p.uid,
 	}
 	n.bundle(id, cgroupsPath, ann, p.rec)
-	n.bundle(app, appPath, map[string]string{"io.kubernetes.cri.container-type": "container", cgroupfix.AnnotationSandboxID: id}, nil)
+	n.bundle(app, appPath, map[string]string{"io.kubernetes.cri.container-type": "container", cri.SandboxID: id}, nil)
 	// Command lines name the host's bundles; the audit maps them into
 	// its --state-dir.
 	bundle := "/run/containerd/" + taskDir + "/k8s.io/" + id

@@ -1,6 +1,7 @@
 package cgroupfix
 
 import (
+	"github.com/runsc-guard/runsc-guard/internal/cri"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,7 +37,7 @@ func BenchmarkResolve(b *testing.B) {
 	in := ResolveInput{
 		CgroupsPath: path,
 		Spec:        memSpec(1 << 30),
-		Annotations: map[string]string{AnnotationSandboxMemory: "268435456", AnnotationSandboxCPUQuota: "0", AnnotationSandboxCPUPeriod: "100000"},
+		Annotations: map[string]string{cri.SandboxMemory: "268435456", cri.SandboxCPUQuota: "0", cri.SandboxCPUPeriod: "100000"},
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

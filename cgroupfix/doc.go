@@ -1,13 +1,12 @@
-// Package cgroupfix holds the pure logic runsc-guard uses to make a
-// Kubernetes pod's memory (and CPU) limit hold for a gVisor sandbox.
-//
-// It parses a container's linux.cgroupsPath in both the cgroupfs form
-// ("/kubepods/burstable/pod<uid>/<id>") and the systemd form
-// ("slice:prefix:name"), resolves the limit the kernel would enforce on the
-// pod (the minimum over the leaf, every ancestor and the OCI spec), computes
-// idempotent edits to the sandbox spec and to the runsc shim's TOML options,
-// inspects where runsc placed its sandbox and gofer processes, and moves them
-// into the pod's cgroup when they escaped it.
+// Package cgroupfix is what runsc-guard knows of cgroups and where
+// processes sit in them: it parses a container's linux.cgroupsPath in both
+// the cgroupfs form ("/kubepods/burstable/pod<uid>/<id>") and the systemd
+// form ("slice:prefix:name"), resolves the limit the kernel would enforce
+// on the pod (the minimum over the leaf, every ancestor and the OCI spec),
+// computes idempotent edits to the sandbox spec, finds runsc's sandbox and
+// gofer processes in /proc and their cgroups, moves processes into a
+// cgroup (a cgroupfs write, or a transient systemd scope), and defines the
+// Record of what the guard found and did, which audit reads back.
 //
 // Nothing here imports containerd, and every function that touches the
 // filesystem takes the cgroupfs root or the /proc root as a parameter, so the

@@ -20,7 +20,7 @@ import (
 // cgroup.procs.
 //
 // runsc in cgroupfs mode applies the spec's resources only to a cgroup it
-// created itself (testbed-notes §11), so a leaf created here must carry
+// created itself (docs/upstream.md#sizing), so a leaf created here must carry
 // the limit itself.
 func MoveToCgroupfs(h Hierarchy, dir string, pids []int, memoryMax uint64) error {
 	for _, p := range pids {

@@ -390,7 +390,7 @@ func FindGofers(procRoot, bundle string) ([]Proc, error) {
 // GofersOf picks the runsc-gofer processes serving bundle out of a scan.
 // Old runsc leaves an app container's gofer in
 // /system.slice/containerd.service even with systemd-cgroup set
-// (testbed-notes §8; https://github.com/google/gvisor/issues/2535).
+// (docs/upstream.md#placement; https://github.com/google/gvisor/issues/2535).
 func GofersOf(procs []RunscProc, bundle string) ([]Proc, error) {
 	if bundle == "" {
 		return nil, fmt.Errorf("find gofers: %w: empty bundle", ErrInvalidArgument)
@@ -408,7 +408,7 @@ func GofersOf(procs []RunscProc, bundle string) ([]Proc, error) {
 // ProcsInCgroup reads the pids in the cgroup.procs of dir (relative to
 // h.Root; for v1, in the memory hierarchy). Every process there has to be
 // moved together: moving only the sandbox and gofer lets runsc's helper
-// processes, and the workload charged to them, escape (testbed-notes §11).
+// processes, and the workload charged to them, escape (docs/upstream.md#move).
 func ProcsInCgroup(h Hierarchy, dir string) ([]int, error) {
 	d, err := h.MemoryDir(dir)
 	if err != nil {

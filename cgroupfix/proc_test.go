@@ -187,7 +187,7 @@ func TestFindSandboxAndGofers(t *testing.T) {
 	bundle := "/run/containerd/io.containerd.runtime.v2.task/k8s.io/" + sandbox
 	appBundle := "/run/containerd/io.containerd.runtime.v2.task/k8s.io/app1"
 	procRoot := fakeProc(t, map[int][2]string{
-		// The seed's misplaced sandbox (runsc-deb, testbed-notes §8).
+		// The seed's misplaced sandbox (runsc-deb, docs/upstream.md#placement).
 		4242: {cmdline(prodSandboxArgs...), "0::" + misplaced + "\n"},
 		4243: {cmdline("runsc-gofer", "--root=/r", "gofer", "--bundle="+bundle, "--spec-fd=3"), "0::" + misplaced + "\n"},
 		// An app container's gofer left in containerd.service.

@@ -2,36 +2,12 @@ package cgroupfix
 
 import (
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/internal/cri"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
-
-// CRI annotations containerd (1.6+) puts on the sandbox container. gVisor
-// does not read them (https://github.com/google/gvisor/issues/13777).
-// They sum the limits of the containers that declare one and leave out pod
-// overhead, so they are not the pod cgroup's limit: a pod with one
-// unlimited container has no pod memory limit but a non-zero
-// sandbox-memory.
-const (
-	AnnotationSandboxMemory    = "io.kubernetes.cri.sandbox-memory"
-	AnnotationSandboxCPUQuota  = "io.kubernetes.cri.sandbox-cpu-quota"
-	AnnotationSandboxCPUPeriod = "io.kubernetes.cri.sandbox-cpu-period"
-)
-
-// CRI annotations naming the container and its pod, on every container
-// containerd's CRI plugin creates (io.kubernetes.cri.container-type is
-// "sandbox" for the pod sandbox, "container" for the others).
-const (
-	AnnotationContainerType    = "io.kubernetes.cri.container-type"
-	AnnotationSandboxID        = "io.kubernetes.cri.sandbox-id"
-	AnnotationSandboxName      = "io.kubernetes.cri.sandbox-name"
-	AnnotationSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
-	AnnotationSandboxUID       = "io.kubernetes.cri.sandbox-uid"
-	ContainerTypeSandbox       = "sandbox"
-	ContainerTypeContainer     = "container"
 )
 
 // annotationSourcePath names the annotation Source.
@@ -152,14 +128,14 @@ func Resolve(h Hierarchy, in ResolveInput) (Resolution, error) {
 				if ann.MemoryBytes != cgroupEff.MemoryBytes {
 					res.Warnings = append(res.Warnings, fmt.Sprintf(
 						"annotation %s=%d disagrees with the cgroup memory limit %d of %s (the annotation sums declared container limits and excludes pod overhead); using the cgroup limit",
-						AnnotationSandboxMemory, ann.MemoryBytes, cgroupEff.MemoryBytes, memFrom))
+						cri.SandboxMemory, ann.MemoryBytes, cgroupEff.MemoryBytes, memFrom))
 				}
 			case in.UseAnnotation:
 				used.MemoryBytes = ann.MemoryBytes
 			default:
 				res.Warnings = append(res.Warnings, fmt.Sprintf(
 					"annotation %s=%d but no cgroup on %s limits memory; annotation not applied (not enabled)",
-					AnnotationSandboxMemory, ann.MemoryBytes, cp.Dir))
+					cri.SandboxMemory, ann.MemoryBytes, cp.Dir))
 			}
 		}
 		if ann.CPULimited() {
@@ -168,7 +144,7 @@ func Resolve(h Hierarchy, in ResolveInput) (Resolution, error) {
 				if cpuLess(*ann, cgroupEff) || cpuLess(cgroupEff, *ann) {
 					res.Warnings = append(res.Warnings, fmt.Sprintf(
 						"annotations %s=%d %s=%d disagree with the cgroup CPU limit %d/%d of %s; using the cgroup limit",
-						AnnotationSandboxCPUQuota, ann.CPUQuota, AnnotationSandboxCPUPeriod, ann.CPUPeriod,
+						cri.SandboxCPUQuota, ann.CPUQuota, cri.SandboxCPUPeriod, ann.CPUPeriod,
 						cgroupEff.CPUQuota, cgroupEff.period(), cpuFrom))
 				}
 			case in.UseAnnotation:
@@ -176,7 +152,7 @@ func Resolve(h Hierarchy, in ResolveInput) (Resolution, error) {
 			default:
 				res.Warnings = append(res.Warnings, fmt.Sprintf(
 					"annotation %s=%d but no cgroup on %s limits CPU; annotation not applied (not enabled)",
-					AnnotationSandboxCPUQuota, ann.CPUQuota, cp.Dir))
+					cri.SandboxCPUQuota, ann.CPUQuota, cp.Dir))
 			}
 		}
 		if used.MemoryLimited() || used.CPULimited() {
@@ -240,13 +216,13 @@ func annotationLimits(ann map[string]string) (*Limits, []string) {
 		}
 		warns = append(warns, fmt.Sprintf("annotation %s=%q ignored: %s", k, v, why))
 	}
-	if v, ok := ann[AnnotationSandboxMemory]; ok {
+	if v, ok := ann[cri.SandboxMemory]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		switch {
 		case err != nil:
-			junk(AnnotationSandboxMemory, v, "not an integer")
+			junk(cri.SandboxMemory, v, "not an integer")
 		case n < 0:
-			junk(AnnotationSandboxMemory, v, "negative")
+			junk(cri.SandboxMemory, v, "negative")
 		case uint64(n) >= memoryUnlimitedThreshold:
 			// As large as "unlimited": nothing to apply.
 		default:
@@ -254,23 +230,23 @@ func annotationLimits(ann map[string]string) (*Limits, []string) {
 		}
 	}
 	var quota int64
-	if v, ok := ann[AnnotationSandboxCPUQuota]; ok {
+	if v, ok := ann[cri.SandboxCPUQuota]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil {
-			junk(AnnotationSandboxCPUQuota, v, "not an integer")
+			junk(cri.SandboxCPUQuota, v, "not an integer")
 		} else {
 			quota = n // <= 0: no limit (containerd writes 0 or -1)
 		}
 	}
 	var period uint64
-	if v, ok := ann[AnnotationSandboxCPUPeriod]; ok {
+	if v, ok := ann[cri.SandboxCPUPeriod]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		switch {
 		case err != nil:
-			junk(AnnotationSandboxCPUPeriod, v, "not an integer")
+			junk(cri.SandboxCPUPeriod, v, "not an integer")
 			quota = 0 // a quota without a trustworthy period means nothing
 		case n < 0:
-			junk(AnnotationSandboxCPUPeriod, v, "negative")
+			junk(cri.SandboxCPUPeriod, v, "negative")
 			quota = 0
 		default:
 			period = uint64(n)

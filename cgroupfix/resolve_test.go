@@ -2,6 +2,7 @@ package cgroupfix
 
 import (
 	"errors"
+	"github.com/runsc-guard/runsc-guard/internal/cri"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,7 +24,7 @@ const (
 	besteffort    = kubepods + "/kubepods-besteffort.slice"
 	besteffortPod = besteffort + "/kubepods-besteffort-" + podUID + ".slice"
 	// misplaced is where runsc without systemd-cgroup, before
-	// release-20260615.0, puts the sandbox (testbed-notes §6, §8).
+	// release-20260615.0, puts the sandbox (docs/upstream.md#placement).
 	misplaced = "/system.slice/kubepods-burstable-" + podUID + ".slice:cri-containerd:" + sandbox
 )
 
@@ -195,26 +196,26 @@ func TestResolve(t *testing.T) {
 			name: "annotation disagreeing with the cgroup is recorded, not used", version: V2,
 			files: systemdV2Tree(false),
 			in: ResolveInput{CgroupsPath: burstablePath, UseAnnotation: true, Annotations: map[string]string{
-				AnnotationSandboxMemory:    "209715200",
-				AnnotationSandboxCPUQuota:  "20000",
-				AnnotationSandboxCPUPeriod: "100000",
+				cri.SandboxMemory:    "209715200",
+				cri.SandboxCPUQuota:  "20000",
+				cri.SandboxCPUPeriod: "100000",
 			}},
 			want: Resolution{
 				PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits,
 				Annotation: &Limits{MemoryBytes: 209715200, CPUQuota: 20000, CPUPeriod: 100000},
 			},
 			wantWarn: []string{
-				AnnotationSandboxMemory + "=209715200 disagrees with the cgroup memory limit 268435456 of " + burstablePod,
-				AnnotationSandboxCPUQuota + "=20000",
+				cri.SandboxMemory + "=209715200 disagrees with the cgroup memory limit 268435456 of " + burstablePod,
+				cri.SandboxCPUQuota + "=20000",
 			},
 		},
 		{
 			name: "annotation agreeing gives no warning", version: V2,
 			files: systemdV2Tree(false),
 			in: ResolveInput{CgroupsPath: burstablePath, Annotations: map[string]string{
-				AnnotationSandboxMemory:    "268435456",
-				AnnotationSandboxCPUQuota:  "5000",
-				AnnotationSandboxCPUPeriod: "50000",
+				cri.SandboxMemory:    "268435456",
+				cri.SandboxCPUQuota:  "5000",
+				cri.SandboxCPUPeriod: "50000",
 			}},
 			want: Resolution{
 				PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits,
@@ -224,7 +225,7 @@ func TestResolve(t *testing.T) {
 		{
 			name: "besteffort pod with annotation, not opted in", version: V2,
 			files: systemdV2Tree(false),
-			in:    ResolveInput{CgroupsPath: besteffortPath, Annotations: map[string]string{AnnotationSandboxMemory: "268435456"}},
+			in:    ResolveInput{CgroupsPath: besteffortPath, Annotations: map[string]string{cri.SandboxMemory: "268435456"}},
 			want: Resolution{
 				PodCgroup: besteffortPod,
 				Sources: []Source{
@@ -240,9 +241,9 @@ func TestResolve(t *testing.T) {
 			name: "cgroupsPerQOS=false: annotation used when opted in", version: V2,
 			files: map[string]string{"cgroup.controllers": "", "ctr/": ""},
 			in: ResolveInput{CgroupsPath: "/ctr/" + sandbox, UseAnnotation: true, Spec: memSpec(1 << 30), Annotations: map[string]string{
-				AnnotationSandboxMemory:    "268435456",
-				AnnotationSandboxCPUQuota:  "50000",
-				AnnotationSandboxCPUPeriod: "100000",
+				cri.SandboxMemory:    "268435456",
+				cri.SandboxCPUQuota:  "50000",
+				cri.SandboxCPUPeriod: "100000",
 			}},
 			want: Resolution{
 				PodCgroup: "/ctr",
@@ -259,7 +260,7 @@ func TestResolve(t *testing.T) {
 			name: "annotation never loosens the spec", version: V2,
 			files: map[string]string{"cgroup.controllers": ""},
 			in: ResolveInput{CgroupsPath: "/ctr/" + sandbox, UseAnnotation: true, Spec: memSpec(1 << 20),
-				Annotations: map[string]string{AnnotationSandboxMemory: "268435456"}},
+				Annotations: map[string]string{cri.SandboxMemory: "268435456"}},
 			want: Resolution{
 				PodCgroup: "/ctr",
 				Sources: []Source{
@@ -275,25 +276,25 @@ func TestResolve(t *testing.T) {
 			name: "junk annotations are warnings, never errors", version: V2,
 			files: systemdV2Tree(false),
 			in: ResolveInput{CgroupsPath: burstablePath, UseAnnotation: true, Annotations: map[string]string{
-				AnnotationSandboxMemory:    "256Mi",
-				AnnotationSandboxCPUQuota:  "lots",
-				AnnotationSandboxCPUPeriod: "-100000",
+				cri.SandboxMemory:    "256Mi",
+				cri.SandboxCPUQuota:  "lots",
+				cri.SandboxCPUPeriod: "-100000",
 			}},
 			want: Resolution{PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits},
 			wantWarn: []string{
-				AnnotationSandboxMemory + `="256Mi" ignored`,
-				AnnotationSandboxCPUQuota + `="lots" ignored`,
-				AnnotationSandboxCPUPeriod + `="-100000" ignored`,
+				cri.SandboxMemory + `="256Mi" ignored`,
+				cri.SandboxCPUQuota + `="lots" ignored`,
+				cri.SandboxCPUPeriod + `="-100000" ignored`,
 			},
 		},
 		{
 			name: "negative and huge memory annotations", version: V2,
 			files: map[string]string{"cgroup.controllers": ""},
 			in: ResolveInput{CgroupsPath: "/a/b", UseAnnotation: true, Annotations: map[string]string{
-				AnnotationSandboxMemory: "-5", AnnotationSandboxCPUQuota: "-1",
+				cri.SandboxMemory: "-5", cri.SandboxCPUQuota: "-1",
 			}},
 			want:     Resolution{PodCgroup: "/a", Sources: []Source{cgroupSrc("/", Limits{})}},
-			wantWarn: []string{AnnotationSandboxMemory + `="-5" ignored: negative`},
+			wantWarn: []string{cri.SandboxMemory + `="-5" ignored: negative`},
 		},
 		{
 			name: "v2 cgroupfs burstable", version: V2,

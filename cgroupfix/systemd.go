@@ -100,7 +100,7 @@ const dbusNoSuchUnit = "org.freedesktop.systemd1.NoSuchUnit"
 //
 // It first resets a failed unit of the same name: an OOM-killed transient
 // scope stays in state "failed" and blocks a new one with its name
-// (testbed-notes §11). The start uses mode "fail", so an existing active
+// (docs/upstream.md#move). The start uses mode "fail", so an existing active
 // unit is an error rather than replaced. Without a deadline on ctx it waits
 // at most DefaultScopeTimeout.
 //

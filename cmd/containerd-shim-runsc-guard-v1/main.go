@@ -11,7 +11,9 @@ import (
 	"os"
 
 	"github.com/runsc-guard/runsc-guard/admin"
-	"github.com/runsc-guard/runsc-guard/shim"
+	"github.com/runsc-guard/runsc-guard/internal/config"
+	"github.com/runsc-guard/runsc-guard/proxy"
+	"github.com/runsc-guard/runsc-guard/sandboxfix"
 )
 
 // version is stamped by the Makefile (-ldflags -X main.version=...).
@@ -23,5 +25,5 @@ func main() {
 			os.Exit(cmd(os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
-	os.Exit(shim.Run(os.Args[1:], version))
+	os.Exit(proxy.Run(os.Args[1:], version, func(cfg config.Config) proxy.CreateHook { return sandboxfix.New(cfg) }))
 }

@@ -73,8 +73,8 @@ setup_guest() {
 	# Old runsc, given a slice path without systemd-cgroup, creates
 	# system.slice/<path> and writes every root controller (hugetlb, rdma,
 	# misc too) into system.slice's subtree_control, which fails with
-	# ENOENT until something has enabled them at the root (testbed-notes
-	# §11). Enable them all, so RED does not depend on boot order.
+	# ENOENT until something has enabled them at the root
+	# (docs/upstream.md#placement). Enable them all, so RED does not depend on boot order.
 	for b in $(cat $CG/cgroup.controllers); do
 		echo "+$b" > $CG/cgroup.subtree_control
 	done
@@ -148,7 +148,7 @@ runtime_type() {
 	case $2 in
 	guard) echo io.containerd.runsc-guard.v1 ;;
 	# containerd 1.6 cannot parse the 2026 shim's JSON start reply; the
-	# compat wrapper converts it (testbed-notes §5a). 1.7 and 2.x parse it.
+	# compat wrapper converts it (docs/upstream.md#start-reply). 1.7 and 2.x parse it.
 	stock) [ "$1" = 1.6 ] && echo io.containerd.runsc-compat.v1 || echo io.containerd.runsc.v1 ;;
 	# gVisor's own runtime type, as on a real node (see plain_node_shim).
 	node) echo io.containerd.runsc.v1 ;;
@@ -221,7 +221,7 @@ EOF
 }
 
 # containerd_config_24 DRIVER: config version 3 for containerd 2.4.2 (built
-# from the module; testbed-notes §12). Own root and state, same socket.
+# from the module; docs/upstream.md#test-bed). Own root and state, same socket.
 containerd_config_24() {
 	local p="plugins.'io.containerd.cri.v1.runtime'.containerd"
 	cat <<EOF

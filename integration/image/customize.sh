@@ -11,7 +11,7 @@ cp -a "$here/overlay/." "$root/"
 echo tbvm > "$root/etc/hostname"
 printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' > "$root/etc/fstab"
 # minbase has no /etc/hosts; CRI's RunPodSandbox fails without it
-# ("open /etc/hosts: no such file or directory", testbed-notes §8).
+# ("open /etc/hosts: no such file or directory", docs/upstream.md#test-bed).
 printf '127.0.0.1 localhost tbvm\n::1 localhost\n' > "$root/etc/hosts"
 printf 'nameserver 127.0.0.1\n' > "$root/etc/resolv.conf"
 chroot "$root" passwd -d root

@@ -4,7 +4,7 @@
 # filesystem is a static busybox with relative applet links. The test bed
 # has no registry: the archive is imported with `ctr -n k8s.io images
 # import` and serves as both the pod sandbox ("pause") image and the
-# workload image (testbed-notes §8).
+# workload image (docs/upstream.md#test-bed).
 set -euo pipefail
 
 busybox=$1 out=$2 name=$3
@@ -16,7 +16,7 @@ mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp}
 chmod 1777 "$root/tmp"
 install -m 0755 "$busybox" "$root/bin/busybox"
 # Relative links: `busybox --install -s` writes absolute ones that do not
-# resolve inside the container (testbed-notes §5d).
+# resolve inside the container (docs/upstream.md#test-bed).
 for applet in $("$busybox" --list); do
 	[ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
 done

@@ -65,7 +65,7 @@ tools_build() {
 	rm -rf "$tmp"
 	mkdir -p "$tmp/bin" "$tmp/gobin"
 	# runsc must be static: the sandbox re-execs /proc/self/exe inside an
-	# empty chroot with no ld.so (testbed-notes §5b). `go install` leaves
+	# empty chroot with no ld.so (docs/upstream.md#test-bed). `go install` leaves
 	# the version unset (VERSION_MISSING); stamp it as a release build is,
 	# since the guard and doctor read the release date from
 	# `runsc --version` to tell which upstream fixes a runsc has.
@@ -73,7 +73,7 @@ tools_build() {
 		-ldflags="-s -w -X gvisor.dev/gvisor/runsc/version.version=$RUNSC_NEW_RELEASE" || return
 	# The real 2026 gVisor shim: the guard's delegate.
 	go_bin containerd-shim-runsc-v1 gvisor.dev/gvisor/shim@$GVISOR_VERSION -ldflags='-s -w' || return
-	# containerd 2.x for scenario 7 (testbed-notes §12); btrfs needs cgo.
+	# containerd 2.x for scenario 7 (docs/upstream.md#test-bed); btrfs needs cgo.
 	go_bin containerd2 github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION \
 		-tags no_btrfs -ldflags='-s -w' || return
 	go_bin ctr2 github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION \

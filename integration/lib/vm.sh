@@ -4,7 +4,7 @@
 # Accelerator: KVM where it really boots a stock kernel, else TCG. The
 # reference host's /dev/kvm is KVM-PVM (a Firecracker guest), which only
 # runs kernels built with CONFIG_PVM_GUEST: a Debian kernel hangs right
-# after "Probing EDD" (testbed-notes §4a). So KVM is probed once with a
+# after "Probing EDD" (docs/upstream.md#test-bed). So KVM is probed once with a
 # short bounded boot and the answer cached; RUNSC_GUARD_ACCEL=kvm|tcg
 # skips the probe.
 
