@@ -33,14 +33,19 @@ wait_until() {
 
 ctr_exited() { [ "$(ctr_field "$1" .status.state)" = CONTAINER_EXITED ]; }
 
-# two_containers CASE HANDLER: a pod (512Mi slice) with two long-running
-# containers A and B. Sets A, B.
-two_containers() {
+# begin_pod_case CASE HANDLER LIMIT: a case with a new pod slice of LIMIT.
+begin_pod_case() {
 	begin_case "$1"
 	case_facts "$2" systemd
 	POD_UID=$(cat /proc/sys/kernel/random/uuid)
-	pod_cgroup_systemd "$POD_UID" $((512 * MiB))
+	pod_cgroup_systemd "$POD_UID" "$3"
 	A= B=
+}
+
+# two_containers CASE HANDLER: a pod (512Mi slice) with two long-running
+# containers A and B. Sets A, B.
+two_containers() {
+	begin_pod_case "$1" "$2" $((512 * MiB))
 	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $((512 * MiB))}" || return 1
 	record_sandbox
 	create_ctr a $LIMIT 'exec sleep 3600' && start_ctr "$CTR_ID" || return 1
@@ -127,11 +132,7 @@ fault_kill_runsc_shim() {
 
 # (d) containerd restarted while RunPodSandbox is creating the sandbox.
 fault_restart_during_create() {
-	begin_case "$1"
-	case_facts "$2" systemd
-	POD_UID=$(cat /proc/sys/kernel/random/uuid)
-	pod_cgroup_systemd "$POD_UID" $LIMIT
-	A= B=
+	begin_pod_case "$1" "$2" $LIMIT
 	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $LIMIT}" &
 	local runp=$!
 	sleep "${RESTART_AFTER:-2}"
@@ -215,11 +216,7 @@ fault_many_pods() {
 
 # (f) the pod removed while its workload is being OOM-killed.
 fault_remove_during_oom() {
-	begin_case "$1"
-	case_facts "$2" systemd
-	POD_UID=$(cat /proc/sys/kernel/random/uuid)
-	pod_cgroup_systemd "$POD_UID" $LIMIT
-	A= B=
+	begin_pod_case "$1" "$2" $LIMIT
 	if run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $LIMIT}"; then
 		record_sandbox
 		create_ctr alloc $LIMIT "$WL_ALLOC" && start_ctr "$CTR_ID" && A=$CTR_ID
