@@ -19,9 +19,10 @@ build: ## build the static shim binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINDIR)/$(BINARY) ./cmd/$(BINARY)
 
 .PHONY: test
-test: ## run the unit tests (no root, VM or systemd needed)
+test: ## run the unit tests (no root, VM or systemd needed), then the in-process ones again under the race detector
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race -short ./proxy ./sandboxfix ./cgroupfix ./runsc
 
 .PHONY: bench
 bench: ## run the benchmarks

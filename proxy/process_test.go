@@ -129,6 +129,9 @@ type shimEnv struct {
 
 func newShimEnv(t *testing.T, reply string) *shimEnv {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("process test (runs the guard and fake runsc shims as processes): not with -short")
+	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
