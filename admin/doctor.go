@@ -15,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
 
 	"github.com/runsc-guard/runsc-guard/cgroupfix"
 )
@@ -119,7 +118,7 @@ func readRunscOptions(path string) (runscOptions, error) {
 	var doc struct {
 		RunscConfig map[string]any `toml:"runsc_config"`
 	}
-	if err := toml.Unmarshal(body, &doc); err != nil {
+	if err := runsc.Decode(body, &doc); err != nil {
 		return runscOptions{}, fmt.Errorf("runsc options %s: %w", path, err)
 	}
 	switch v := doc.RunscConfig[runsc.SystemdCgroupKey].(type) {

@@ -106,6 +106,17 @@ func IsSystemdPath(p string) bool {
 // they are hostile or broken, and guessing would risk reading the limit of
 // the wrong cgroup.
 func ParseCgroupsPath(p string) (CgroupsPath, error) {
+	c, err := parseCgroupsPath(p)
+	if err == nil && (c.Parent == "/" || c.Dir == "/") {
+		// A single-part path ("/etc", ".", "-.slice:x:y") would make the
+		// root cgroup the pod's, and every process of the node "inside the
+		// pod": no pod cgroup is named, so nothing can be held to it.
+		return CgroupsPath{}, fmt.Errorf("%w: %q names no pod cgroup below the cgroup root", ErrInvalidPath, p)
+	}
+	return c, err
+}
+
+func parseCgroupsPath(p string) (CgroupsPath, error) {
 	if p == "" {
 		return CgroupsPath{}, ErrEmptyPath
 	}

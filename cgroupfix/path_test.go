@@ -111,12 +111,12 @@ func TestParseCgroupsPath(t *testing.T) {
 			want: CgroupsPath{Driver: DriverSystemd, Raw: "kubepods.slice::kubepods-besteffort.slice", Slice: "kubepods.slice",
 				Name: "kubepods-besteffort.slice", Dir: "/kubepods.slice/kubepods-besteffort.slice", Parent: "/kubepods.slice"},
 		},
-		{
-			name: "systemd root slice",
-			in:   "-.slice:p:n",
-			want: CgroupsPath{Driver: DriverSystemd, Raw: "-.slice:p:n", Slice: "-.slice", Prefix: "p", Name: "n",
-				Dir: "/p-n.scope", Parent: "/"},
-		},
+		// Single-part paths would make the root cgroup the pod's: every
+		// process would count as inside the pod.
+		{name: "systemd root slice", in: "-.slice:p:n", err: ErrInvalidPath},
+		{name: "one cgroupfs part", in: "/etc", err: ErrInvalidPath},
+		{name: "dot", in: ".", err: ErrInvalidPath},
+		{name: "root", in: "/", err: ErrInvalidPath},
 		{
 			name: "cgroupfs",
 			in:   "/kubepods/burstable/" + podUIDfs + "/" + sandbox,

@@ -20,7 +20,7 @@ const CPUNumFromQuotaKey = "cpu-num-from-quota"
 func SetFlags(tomlBody []byte, flags map[string]string) (out []byte, changed []string, err error) {
 	doc := map[string]any{}
 	if len(bytes.TrimSpace(tomlBody)) > 0 {
-		if err := toml.Unmarshal(tomlBody, &doc); err != nil {
+		if err := Decode(tomlBody, &doc); err != nil {
 			return nil, nil, fmt.Errorf("parse runsc options: %w", err)
 		}
 	}
@@ -59,7 +59,7 @@ func Binary(tomlBody []byte) (string, error) {
 	var doc struct {
 		BinaryName string `toml:"binary_name"`
 	}
-	if err := toml.Unmarshal(tomlBody, &doc); err != nil {
+	if err := Decode(tomlBody, &doc); err != nil {
 		return "", fmt.Errorf("parse runsc options: %w", err)
 	}
 	if doc.BinaryName == "" {
