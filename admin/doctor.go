@@ -15,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-
 	"github.com/runsc-guard/runsc-guard/cgroupfix"
 )
 
