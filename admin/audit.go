@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
 	"github.com/runsc-guard/runsc-guard/internal/ocispec"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -219,7 +219,7 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, g
 
 // readRecord reads the guard's decision record from the bundle.
 func (r *SandboxReport) readRecord() {
-	b, err := os.ReadFile(filepath.Join(r.Bundle, cgroupfix.RecordFile))
+	b, err := safefile.ReadFile(filepath.Join(r.Bundle, cgroupfix.RecordFile), cgroupfix.MaxRecordSize)
 	if err != nil {
 		return
 	}

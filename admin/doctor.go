@@ -4,9 +4,9 @@ import (
 	"context"
 	"debug/buildinfo"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"github.com/runsc-guard/runsc-guard/runsc"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"runtime/debug"
@@ -106,7 +106,7 @@ func readRunscOptions(path string) (runscOptions, error) {
 	if path == "" {
 		return runscOptions{binary: "runsc"}, nil
 	}
-	body, err := os.ReadFile(path)
+	body, err := safefile.ReadFile(path, runsc.MaxOptionsSize+3)
 	if err != nil {
 		return runscOptions{}, fmt.Errorf("read runsc options: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"io"
 	"io/fs"
 	"math"
@@ -329,7 +330,7 @@ func ParseCPUPeriodV1(r io.Reader) (uint64, error) {
 // found == false and no error; a parse error gets the full path in File.
 func parseFile[T any](dir, name string, parse func(io.Reader) (T, error)) (v T, found bool, err error) {
 	p := filepath.Join(dir, name)
-	f, err := os.OpenFile(p, os.O_RDONLY|oNoFollow, 0)
+	f, err := safefile.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return v, false, nil

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"io"
 	"io/fs"
 	"os"
@@ -241,7 +242,7 @@ func pids(procRoot string) ([]int, error) {
 // we scan simply vanish; callers skip any error.
 func readCmdline(procRoot string, pid int) ([]string, error) {
 	p := filepath.Join(procRoot, strconv.Itoa(pid), "cmdline")
-	f, err := os.Open(p)
+	f, err := safefile.Open(p)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +254,7 @@ func readCmdline(procRoot string, pid int) ([]string, error) {
 // the v1 memory controller's path when there is no v2 one.
 func ProcCgroup(procRoot string, pid int) (string, error) {
 	p := filepath.Join(procRoot, strconv.Itoa(pid), "cgroup")
-	f, err := os.Open(p)
+	f, err := safefile.Open(p)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}

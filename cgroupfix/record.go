@@ -2,8 +2,12 @@ package cgroupfix
 
 import "time"
 
-// RecordFile is the name of the guard's decision record in a bundle.
-const RecordFile = "runsc-guard.json"
+// RecordFile is the name of the guard's decision record in a bundle, and
+// MaxRecordSize the most of one that is read.
+const (
+	RecordFile    = "runsc-guard.json"
+	MaxRecordSize = 1 << 20
+)
 
 // Record is what the guard decided for one container, written as JSON next
 // to its bundle (RecordFile) for later audit, and logged once.

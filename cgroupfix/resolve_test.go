@@ -3,11 +3,14 @@ package cgroupfix
 import (
 	"errors"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -495,4 +498,41 @@ func TestResolveErrors(t *testing.T) {
 			t.Errorf("Resolve(%q) = %+v, %v, want error %v", burstablePath, got, err, ErrPathEscape)
 		}
 	})
+}
+
+// TestResolveHostileFiles: a limit file that is a FIFO, a symlink or huge
+// fails Resolve at once with a clear error, never hangs it.
+func TestResolveHostileFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		make func(path string) error
+		err  error
+	}{
+		{"FIFO memory.max", func(p string) error { return syscall.Mkfifo(p, 0o600) }, safefile.ErrNotRegular},
+		{"symlinked memory.max", func(p string) error { return os.Symlink("/proc/self/status", p) }, safefile.ErrNotRegular},
+		{"huge memory.max", func(p string) error { return os.WriteFile(p, make([]byte, 1<<20), 0o644) }, errTooLong},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTree(t, root, systemdV2Tree(false))
+			p := filepath.Join(root, burstablePod[1:], "memory.max")
+			os.Remove(p)
+			if err := tc.make(p); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := Resolve(Hierarchy{Root: root, Version: V2}, ResolveInput{CgroupsPath: burstablePath})
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), "memory.max") {
+					t.Errorf("Resolve: %v, want %v naming memory.max", err, tc.err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Resolve hung")
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/runsc-guard/runsc-guard/internal/ocispec"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -106,7 +107,7 @@ func bundlesNaming(dir, address, except string) []string {
 // it) once /proc shows it is that runsc shim: a process whose working
 // directory is the bundle and whose command line names the container.
 func delegatePID(bundle, id string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(bundle, "shim.pid"))
+	b, err := safefile.ReadFile(filepath.Join(bundle, "shim.pid"), 64)
 	if err != nil {
 		return 0, err
 	}

@@ -3,7 +3,7 @@ package proxy
 import (
 	"fmt"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
-	"os"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"path/filepath"
 	"strings"
 
@@ -15,13 +15,13 @@ import (
 // WriteDelegateAddress records in bundle the task API address of the runsc
 // shim serving that container.
 func WriteDelegateAddress(bundle, address string) error {
-	return atomicfile.Write(filepath.Join(bundle, delegateFile), []byte(address), 0o600)
+	return atomicfile.Replace(filepath.Join(bundle, delegateFile), []byte(address), 0o600)
 }
 
 // ReadDelegateAddress returns what WriteDelegateAddress recorded.
 func ReadDelegateAddress(bundle string) (string, error) {
 	p := filepath.Join(bundle, delegateFile)
-	b, err := os.ReadFile(p)
+	b, err := safefile.ReadFile(p, 4096)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}
@@ -37,7 +37,7 @@ func ReadDelegateAddress(bundle string) (string, error) {
 // a restart (2.x reads bootstrap.json, which it writes from the guard's
 // start reply).
 func writeAddress(bundle, address string) error {
-	return atomicfile.Write(filepath.Join(bundle, "address"), []byte(address), 0o600)
+	return atomicfile.Replace(filepath.Join(bundle, "address"), []byte(address), 0o600)
 }
 
 // groupID returns the id that names the guard process serving a container:

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -266,7 +267,7 @@ func (w *work) loadOptions(ctx context.Context) error {
 		return nil // options of a type the guard does not know: leave them
 	}
 	if opts.ConfigPath != "" {
-		if w.optsBody, err = os.ReadFile(opts.ConfigPath); err != nil {
+		if w.optsBody, err = safefile.ReadFile(opts.ConfigPath, runsc.MaxOptionsSize+3); err != nil {
 			return fmt.Errorf("read runsc options of %s: %w", w.req.ID, err)
 		}
 	}
@@ -306,7 +307,7 @@ func (w *work) writeOptions() error {
 		return nil
 	}
 	path := filepath.Join(w.req.Bundle, optionsFile)
-	if err := atomicfile.Write(path, out, 0o600); err != nil {
+	if err := atomicfile.Replace(path, out, 0o600); err != nil {
 		return err
 	}
 	opts := proto.Clone(w.opts).(*runtimeoptions.Options)
@@ -422,7 +423,7 @@ func (w *work) after(ctx context.Context, _ *taskAPI.CreateTaskResponse) error {
 // under the pod, as at Create. Containers the guard made no record for at
 // Create (not CRI, no cgroupsPath) are left alone.
 func (s *SandboxFix) AfterStart(ctx context.Context, id, bundle string) error {
-	b, err := os.ReadFile(filepath.Join(bundle, cgroupfix.RecordFile))
+	b, err := safefile.ReadFile(filepath.Join(bundle, cgroupfix.RecordFile), cgroupfix.MaxRecordSize)
 	if err != nil {
 		return nil
 	}
@@ -638,7 +639,7 @@ func (w *work) finish(ctx context.Context) {
 	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err == nil {
-		err = atomicfile.Write(filepath.Join(w.req.Bundle, cgroupfix.RecordFile), append(b, '\n'), 0o644)
+		err = atomicfile.Replace(filepath.Join(w.req.Bundle, cgroupfix.RecordFile), append(b, '\n'), 0o644)
 	}
 	if err != nil {
 		l.WithError(err).Warn("write decision record")
@@ -679,7 +680,7 @@ func cloneLinux(l *specs.Linux) *specs.Linux {
 // fields this build of runtime-spec does not know survive.
 func patchSpecResources(bundle string, res *specs.LinuxResources) error {
 	p := filepath.Join(bundle, "config.json")
-	b, err := os.ReadFile(p)
+	b, err := safefile.ReadFile(p, ocispec.MaxSize)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", p, err)
 	}
@@ -714,5 +715,5 @@ func patchSpecResources(bundle string, res *specs.LinuxResources) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", p, err)
 	}
-	return atomicfile.Write(p, out, 0o600)
+	return atomicfile.Replace(p, out, 0o600)
 }

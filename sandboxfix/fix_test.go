@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -621,4 +622,63 @@ func TestSandboxFixBusDropped(t *testing.T) {
 			t.Errorf("%d drops: %d D-Bus connections, want 2", drops, h.connects)
 		}
 	}
+}
+
+// TestSandboxFixHostileBundle: files planted in a bundle cannot hang the
+// guard or make it write outside the bundle.
+func TestSandboxFixHostileBundle(t *testing.T) {
+	t.Run("FIFO as config.json", func(t *testing.T) {
+		h := newFakeHost(t, "268435456")
+		tb, b := setup(t, h, h.fixFor(config.PolicyEnforce, true), 0, misplaced, nodeRAM)
+		os.Remove(filepath.Join(b, "config.json"))
+		if err := syscall.Mkfifo(filepath.Join(b, "config.json"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := tb.guard.fix.BeforeCreate(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b})
+			done <- err
+		}()
+		select {
+		case <-done: // an unreadable spec passes through: the runsc shim reports it
+		case <-time.After(5 * time.Second):
+			t.Fatal("BeforeCreate hung on a FIFO config.json")
+		}
+	})
+	t.Run("symlinks out of the bundle", func(t *testing.T) {
+		h := newFakeHost(t, "268435456")
+		tb, b := setup(t, h, h.fixFor(config.PolicyEnforce, true), 0, misplaced, nodeRAM)
+		opts, _ := optionsAny(t, tb.dir, "[runsc_config]\n  network = \"none\"\n")
+		outside := t.TempDir()
+		for _, name := range []string{cgroupfix.RecordFile, optionsFile} {
+			target := filepath.Join(outside, name)
+			os.WriteFile(target, []byte("precious"), 0o644)
+			if err := os.Symlink(target, filepath.Join(b, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b, Options: opts}); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		for _, name := range []string{cgroupfix.RecordFile, optionsFile} {
+			if got, _ := os.ReadFile(filepath.Join(outside, name)); string(got) != "precious" {
+				t.Errorf("%s: the symlink's target outside the bundle was overwritten", name)
+			}
+			if st, err := os.Lstat(filepath.Join(b, name)); err != nil || !st.Mode().IsRegular() {
+				t.Errorf("%s in the bundle: %v, %v; want the guard's own regular file", name, st, err)
+			}
+		}
+	})
+	t.Run("config.json a symlink", func(t *testing.T) {
+		h := newFakeHost(t, "268435456")
+		tb, b := setup(t, h, h.fixFor(config.PolicyEnforce, true), 0, misplaced, nodeRAM)
+		outside := filepath.Join(t.TempDir(), "config.json")
+		os.Rename(filepath.Join(b, "config.json"), outside)
+		before, _ := os.ReadFile(outside)
+		os.Symlink(outside, filepath.Join(b, "config.json"))
+		tb.guard.fix.BeforeCreate(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b})
+		if after, _ := os.ReadFile(outside); string(after) != string(before) {
+			t.Errorf("a config.json symlinked out of the bundle had its target edited")
+		}
+	})
 }

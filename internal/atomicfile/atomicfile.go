@@ -1,5 +1,6 @@
 // Package atomicfile replaces files so that readers (containerd reading its
-// configuration, the node-exporter reading a textfile) never see half of one.
+// configuration or a bundle, the node-exporter reading a textfile) never
+// see half of one.
 package atomicfile
 
 import (
@@ -17,7 +18,19 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		path = real
 	}
-	if st, err := os.Stat(path); err == nil {
+	return replace(path, data, perm)
+}
+
+// Replace replaces path with data like Write, but never through a symlink:
+// a symlink at path is itself replaced, so its target is untouched. For the
+// files the guard writes into containers' bundles, which other processes
+// could have planted.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	return replace(path, data, perm)
+}
+
+func replace(path string, data []byte, perm os.FileMode) error {
+	if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() {
 		perm = st.Mode().Perm()
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")

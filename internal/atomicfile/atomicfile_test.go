@@ -57,3 +57,30 @@ func TestWrite(t *testing.T) {
 		t.Errorf("Write into a missing directory = nil, want an error")
 	}
 }
+
+// TestReplaceDoesNotFollow: a symlink planted where a bundle file goes is
+// replaced itself; the file it points at is untouched.
+func TestReplaceDoesNotFollow(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "outside")
+	if err := os.WriteFile(target, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "runsc-guard.json")
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := Replace(p, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious" {
+		t.Errorf("the symlink's target was overwritten: %q", b)
+	}
+	st, err := os.Lstat(p)
+	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm() != 0o600 {
+		t.Errorf("%s after Replace: %v, %v; want a regular file, mode 0600", p, st, err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "{}" {
+		t.Errorf("content %q", b)
+	}
+}

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,7 +91,7 @@ func Path() string {
 // an unreadable or invalid one is, so a typo never silently weakens policy.
 func Load(path string) (Config, error) {
 	c := Default()
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, 1<<20)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}

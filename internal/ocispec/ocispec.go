@@ -5,16 +5,20 @@ package ocispec
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+// MaxSize bounds a bundle's config.json (containerd's are a few KiB; one
+// with thousands of mounts or environment variables stays far below).
+const MaxSize = 16 << 20
+
 // Read reads the OCI spec (config.json) of a bundle.
 func Read(bundle string) (*specs.Spec, error) {
 	p := filepath.Join(bundle, "config.json")
-	b, err := os.ReadFile(p)
+	b, err := safefile.ReadFile(p, MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
