@@ -675,6 +675,21 @@ func cloneLinux(l *specs.Linux) *specs.Linux {
 	return &c
 }
 
+// ErrFoldedKey: a spec key that a JSON decoder takes for one the guard
+// writes, though it is spelled otherwise.
+var ErrFoldedKey = errors.New("spec key folds to one the guard writes")
+
+// foldedTwin finds a key of m other than k that Go's JSON decoder would
+// match to the field k.
+func foldedTwin(m map[string]any, k string) error {
+	for key := range m {
+		if key != k && strings.EqualFold(key, k) {
+			return fmt.Errorf("%w: %q is read as %q", ErrFoldedKey, key, k)
+		}
+	}
+	return nil
+}
+
 // patchSpecResources writes the memory limit and CPU quota/period of res
 // into the bundle's config.json, editing the JSON document in place so that
 // fields this build of runtime-spec does not know survive.
@@ -692,7 +707,17 @@ func patchSpecResources(bundle string, res *specs.LinuxResources) error {
 	if err := d.Decode(&doc); err != nil {
 		return fmt.Errorf("parse %s: %w", p, err)
 	}
+	// Go's JSON decoder, which runsc uses, matches object keys to spec
+	// fields case-insensitively (with Unicode folding: "reſources" is
+	// "resources") and takes the last match in the document. A key that
+	// folds to one the guard writes would be read by runsc instead of, or
+	// after, the guard's: refuse the spec rather than write a limit runsc
+	// does not read.
+	var folded error
 	obj := func(m map[string]any, k string) map[string]any {
+		if err := foldedTwin(m, k); err != nil && folded == nil {
+			folded = fmt.Errorf("%s: %w", p, err)
+		}
 		if v, ok := m[k].(map[string]any); ok {
 			return v
 		}
@@ -700,16 +725,25 @@ func patchSpecResources(bundle string, res *specs.LinuxResources) error {
 		m[k] = v
 		return v
 	}
+	set := func(m map[string]any, k string, v any) {
+		if err := foldedTwin(m, k); err != nil && folded == nil {
+			folded = fmt.Errorf("%s: %w", p, err)
+		}
+		m[k] = v
+	}
 	r := obj(obj(doc, "linux"), "resources")
 	if res.Memory != nil && res.Memory.Limit != nil {
-		obj(r, "memory")["limit"] = *res.Memory.Limit
+		set(obj(r, "memory"), "limit", *res.Memory.Limit)
 	}
 	if res.CPU != nil && res.CPU.Quota != nil {
 		cpu := obj(r, "cpu")
-		cpu["quota"] = *res.CPU.Quota
+		set(cpu, "quota", *res.CPU.Quota)
 		if res.CPU.Period != nil {
-			cpu["period"] = *res.CPU.Period
+			set(cpu, "period", *res.CPU.Period)
 		}
+	}
+	if folded != nil {
+		return folded
 	}
 	out, err := json.Marshal(doc)
 	if err != nil {

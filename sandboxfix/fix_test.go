@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
 	"os"
 	"path/filepath"
@@ -681,4 +682,37 @@ func TestSandboxFixHostileBundle(t *testing.T) {
 			t.Errorf("a config.json symlinked out of the bundle had its target edited")
 		}
 	})
+}
+
+// TestPatchSpecFoldedKeys: a spec whose resources key is spelled so that
+// Go's JSON decoder (runsc's) reads it instead of the guard's is refused,
+// never patched into a limit runsc would not read.
+func TestPatchSpecFoldedKeys(t *testing.T) {
+	limit := int64(limit256)
+	for name, spec := range map[string]string{
+		"long s twin":    `{"linux":{"resources":{"memory":{"limit":1073741824}},"reſources":{"memory":{"limit":1073741824}}}}`,
+		"long s alone":   `{"linux":{"reſources":{"memory":{"limit":1073741824}}}}`,
+		"upper case":     `{"LINUX":{"resources":{"memory":{"limit":1073741824}}}}`,
+		"unrelated keys": `{"linux":{"resources":{"memory":{"limit":268435456,"limitSwap":1}}}}`,
+		"folded limit":   `{"linux":{"resources":{"memory":{"LIMIT":1073741824}}}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := t.TempDir()
+			os.WriteFile(filepath.Join(b, "config.json"), []byte(spec), 0o600)
+			err := patchSpecResources(b, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+			if name == "unrelated keys" {
+				// A key that only starts like one the guard writes is no twin.
+				if err != nil {
+					t.Fatalf("patch: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrFoldedKey) {
+				t.Fatalf("patch: %v, want ErrFoldedKey", err)
+			}
+			if got, _ := os.ReadFile(filepath.Join(b, "config.json")); string(got) != spec {
+				t.Errorf("refused spec was written: %s", got)
+			}
+		})
+	}
 }
