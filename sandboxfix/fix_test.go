@@ -716,3 +716,32 @@ func TestPatchSpecFoldedKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestSandboxFixNoPodCgroup: a sandbox whose pod cgroup does not exist at
+// Create would run with no limit at all (runsc or systemd make the cgroup
+// without one): enforce refuses it, warn lets it run and says so.
+func TestSandboxFixNoPodCgroup(t *testing.T) {
+	for _, policy := range []config.Policy{config.PolicyEnforce, config.PolicyWarn} {
+		t.Run(string(policy), func(t *testing.T) {
+			h := newFakeHost(t, "268435456")
+			if err := os.RemoveAll(filepath.Join(h.cgroups, podSlice)); err != nil {
+				t.Fatal(err)
+			}
+			tb, b := setup(t, h, h.fixFor(policy, true), 0, podSlice+"/cri-containerd-"+sandboxID+".scope", nodeRAM)
+			_, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b})
+			r := readRecord(t, b)
+			if policy == config.PolicyWarn {
+				if err != nil || r.Outcome != "warn" || !strings.Contains(r.Error, "does not exist") {
+					t.Errorf("warn: Create %v, record %q %q; want it run, outcome warn naming the missing cgroup", err, r.Outcome, r.Error)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNoPodCgroup) || !strings.Contains(err.Error(), podSlice) {
+				t.Errorf("enforce: Create %v, want ErrNoPodCgroup naming %s", err, podSlice)
+			}
+			if n := len(tb.fakes["d1"].calls); n != 0 {
+				t.Errorf("runsc shim got %d calls for a refused sandbox, want 0", n)
+			}
+		})
+	}
+}
