@@ -385,6 +385,12 @@ func (h Hierarchy) controllerBases() (mem, cpu string, err error) {
 	case V2:
 		return h.Root, h.Root, nil
 	case V1:
+		// Controller directories are resolved beneath the root: v1 nodes
+		// link some inside it (cpu -> cpu,cpuacct), and a link out of it
+		// must not make the guard read another tree's limits.
+		if mem, err = SecureJoin(h.Root, "memory"); err != nil {
+			return "", "", fmt.Errorf("v1 memory controller: %w", err)
+		}
 		cpu = filepath.Join(h.Root, v1CPUMounts[0])
 		for _, m := range v1CPUMounts {
 			if _, err := os.Stat(filepath.Join(h.Root, m)); err == nil {
@@ -392,7 +398,10 @@ func (h Hierarchy) controllerBases() (mem, cpu string, err error) {
 				break
 			}
 		}
-		return filepath.Join(h.Root, "memory"), cpu, nil
+		if cpu, err = SecureJoin(h.Root, filepath.Base(cpu)); err != nil {
+			return "", "", fmt.Errorf("v1 cpu controller: %w", err)
+		}
+		return mem, cpu, nil
 	}
 	return "", "", fmt.Errorf("%w (version %v)", ErrUnknownHierarchy, h.Version)
 }

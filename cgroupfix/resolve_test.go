@@ -536,3 +536,39 @@ func TestResolveHostileFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveV1ControllerLinks: v1 controller directories linked inside
+// the root (cpu -> cpu,cpuacct) work; one linked out of the root is
+// refused, not read.
+func TestResolveV1ControllerLinks(t *testing.T) {
+	files := map[string]string{
+		"memory" + burstablePod + "/memory.limit_in_bytes":  "268435456\n",
+		"cpu,cpuacct" + burstablePod + "/cpu.cfs_quota_us":  "50000\n",
+		"cpu,cpuacct" + burstablePod + "/cpu.cfs_period_us": "100000\n",
+	}
+	t.Run("cpu -> cpu,cpuacct inside the root", func(t *testing.T) {
+		root := t.TempDir()
+		writeTree(t, root, files)
+		if err := os.Symlink("cpu,cpuacct", filepath.Join(root, "cpu")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Resolve(Hierarchy{Root: root, Version: V1}, ResolveInput{CgroupsPath: burstablePath})
+		if err != nil || got.Effective.MemoryBytes != mib256 || got.Effective.CPUQuota != 50000 {
+			t.Errorf("Resolve = %+v, %v; want 256Mi and quota 50000", got.Effective, err)
+		}
+	})
+	t.Run("memory -> outside the root", func(t *testing.T) {
+		base := t.TempDir()
+		root := filepath.Join(base, "root")
+		writeTree(t, root, map[string]string{"cpu,cpuacct/": ""})
+		// A looser limit outside: following the link would read it.
+		writeTree(t, base, map[string]string{"outside" + burstablePod + "/memory.limit_in_bytes": "1073741824\n"})
+		if err := os.Symlink(filepath.Join(base, "outside"), filepath.Join(root, "memory")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Resolve(Hierarchy{Root: root, Version: V1}, ResolveInput{CgroupsPath: burstablePath})
+		if !errors.Is(err, ErrPathEscape) {
+			t.Errorf("Resolve = %+v, %v; want ErrPathEscape", got.Effective, err)
+		}
+	})
+}
