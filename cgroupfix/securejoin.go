@@ -9,6 +9,13 @@ import (
 	"strings"
 )
 
+// maxPathLen (Linux PATH_MAX) and maxPathParts bound what SecureJoin
+// resolves.
+const (
+	maxPathLen   = 4096
+	maxPathParts = 64
+)
+
 // SecureJoin joins rel under root as filepath.Join(root,
 // filepath.Clean("/"+rel)), so ".." cannot climb above root lexically, and
 // then resolves symlinks in the longest prefix that exists. It returns the
@@ -29,6 +36,13 @@ func SecureJoin(root, rel string) (string, error) {
 func secureJoin(root, rel string) (resolved, realRoot string, err error) {
 	if strings.IndexByte(rel, 0) >= 0 || strings.IndexByte(root, 0) >= 0 {
 		return "", "", fmt.Errorf("%w: NUL byte in %q", ErrInvalidPath, rel)
+	}
+	// Bounds: the kernel opens no path longer than PATH_MAX, and cgroup
+	// trees are a few levels deep. Without them a hostile path costs time
+	// quadratic in its parts (each step up resolves the whole prefix).
+	if len(rel) > maxPathLen || strings.Count(rel, "/") > maxPathParts {
+		return "", "", fmt.Errorf("%w: %d bytes in %d parts, at most %d bytes and %d parts", ErrInvalidPath,
+			len(rel), strings.Count(rel, "/")+1, maxPathLen, maxPathParts)
 	}
 	cleanRoot := filepath.Clean(root)
 	realRoot, err = filepath.EvalSymlinks(cleanRoot)

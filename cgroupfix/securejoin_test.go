@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -87,4 +88,34 @@ func TestSecureJoin(t *testing.T) {
 			t.Errorf("SecureJoin(%q, %q) = %q, %v, want %q, nil", missing, "/a/../b", got, err, want)
 		}
 	})
+}
+
+// TestSecureJoinBounds: a path past PATH_MAX or deeper than any cgroup
+// tree is refused at once (it used to cost time quadratic in its parts).
+func TestSecureJoinBounds(t *testing.T) {
+	root := t.TempDir()
+	for name, rel := range map[string]string{
+		"32 KiB of parts": strings.Repeat("a/", 16<<10),
+		"past PATH_MAX":   strings.Repeat("x", 5000),
+		"65 parts":        strings.Repeat("/a", 65),
+	} {
+		if _, err := SecureJoin(root, rel); !errors.Is(err, ErrInvalidPath) {
+			t.Errorf("%s: %v, want ErrInvalidPath", name, err)
+		}
+	}
+	if _, err := SecureJoin(root, strings.Repeat("/a", 64)); err != nil {
+		t.Errorf("64 parts: %v", err)
+	}
+}
+
+// BenchmarkSecureJoinDeepest: the worst SecureJoin within its bounds, 64
+// parts that do not exist (every step up resolves the prefix).
+func BenchmarkSecureJoinDeepest(b *testing.B) {
+	root := b.TempDir()
+	rel := strings.Repeat("/abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz", 64) // 4032 bytes
+	for b.Loop() {
+		if _, err := SecureJoin(root, rel); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
