@@ -156,6 +156,11 @@ func readHandoff(uc *net.UnixConn) (handoffRequest, net.Listener, error) {
 	if n == 0 && oobn == 0 {
 		return handoffRequest{}, nil, io.EOF // a probe (shim.CanConnect), not a hand-off
 	}
+	// The request may come in more than one read; the sender closes its
+	// side after it.
+	if rest, err := io.ReadAll(io.LimitReader(uc, int64(len(buf)-n))); err == nil {
+		n += copy(buf[n:], rest)
+	}
 	fds, err := parseRights(oob[:oobn])
 	if err != nil {
 		return handoffRequest{}, nil, err

@@ -277,3 +277,20 @@ func TestAfterCreateRefusalAborts(t *testing.T) {
 		t.Errorf("kill %v, want SIGKILL to all processes", tb.fakes["d1"].calls[1].req)
 	}
 }
+
+// TestRegisterTwice: a container handed over twice is refused, and the
+// refusal leaves nothing counted in flight (the guard can still exit).
+func TestRegisterTwice(t *testing.T) {
+	tb := newTestBed(t, map[string]string{"c1": "d1"}, nil)
+	l, _ := net.Listen("unix", tb.dir+"/again.sock")
+	err := tb.server.Add("c1", tb.dir, "unix://"+tb.dir+"/other.sock", "", l)
+	if !errdefs.IsAlreadyExists(err) {
+		t.Errorf("second Add(c1): %v, want AlreadyExists", err)
+	}
+	tb.server.Router().mu.Lock()
+	n := tb.server.Router().inflight
+	tb.server.Router().mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d calls in flight after the refused hand-off, want 0", n)
+	}
+}

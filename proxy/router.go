@@ -125,7 +125,10 @@ func (r *Router) Register(ctx context.Context, id, bundle, address string) error
 		r.mu.Unlock()
 		return ErrClosing
 	}
-	_, known := r.byID[id]
+	if _, known := r.byID[id]; known {
+		r.mu.Unlock()
+		return fmt.Errorf("register container %s: %w", id, errdefs.ErrAlreadyExists)
+	}
 	d, ok := r.byAddr[address]
 	if !ok {
 		// Count the registration as activity while we dial unlocked, so
@@ -133,9 +136,6 @@ func (r *Router) Register(ctx context.Context, id, bundle, address string) error
 		r.inflight++
 	}
 	r.mu.Unlock()
-	if known {
-		return fmt.Errorf("register container %s: %w", id, errdefs.ErrAlreadyExists)
-	}
 	if !ok {
 		nd, err := r.connect(address)
 		r.mu.Lock()
