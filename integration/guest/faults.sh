@@ -62,11 +62,19 @@ after_fault() {
 	[ -n "$B" ] && fact b_exec "$(crictl exec "$B" /bin/echo exec-ok 2>&1 | tr '\n' ' ' | cut -c1-200)"
 }
 
+# left_of IDS: processes whose command line names one of IDS ("a|b"); none
+# for no ids.
+left_of() {
+	[ -n "$1" ] || return 0
+	pgrep -af "$1" | grep -v pgrep | cut -c1-200 | tr '\n' ';'
+}
+
 # end_fault: removes the pod and records what is left of it.
 end_fault() {
 	local ids="$POD_ID${A:+|$A}${B:+|$B}"
+	ids=${ids#|}
 	remove_pod
-	fact leftover_any "$(pgrep -af "$ids" | grep -v pgrep | cut -c1-200 | tr '\n' ';')"
+	fact leftover_any "$(left_of "$ids")"
 	journalctl -q --no-pager -u containerd -u containerd2 --since "@$CASE_START" > "$CASE_DIR/containerd.log"
 	fact guard_errors "$(grep -cE 'level=error.*runsc-guard|runsc-guard.*level=error' "$CASE_DIR/containerd.log")"
 	end_case
@@ -157,7 +165,7 @@ fault_restart_during_create() {
 	# with the stock shim too. Recorded, then ended like an operator would,
 	# so later cases start clean.
 	if [ -n "$old" ] && [ "$old" != "$POD_ID" ]; then
-		fact leftover_lost "$(pgrep -af "$old" | grep -v pgrep | cut -c1-160 | tr '\n' ';')"
+		fact leftover_lost "$(left_of "$old")"
 		fact leftover_lost_runsc_shims "$(pgrep -fc "containerd-shim-runsc-v1 .*$old")"
 		fact leftover_lost_sandboxes "$(procs_of "$old" | grep -c runsc-sandbox)"
 		pkill -9 -f "$old"

@@ -305,11 +305,12 @@ restart_containerd() {
 	case ${CTRD_RUNNING%% *} in
 	1.6) systemctl restart containerd ;;
 	*)
+		# A transient unit stays loaded while its shims keep its cgroup
+		# populated (KillMode=process), so it is restarted in place; a
+		# stop and a new systemd-run would find the unit still there.
 		local unit=containerd17
 		[ "${CTRD_RUNNING%% *}" = 2.4 ] && unit=containerd2
-		systemctl stop "$unit"
-		systemctl reset-failed "$unit" 2> /dev/null
-		run_unit "$unit" > /dev/null 2>&1
+		systemctl restart "$unit"
 		;;
 	esac
 	wait_cri
