@@ -22,8 +22,9 @@ import (
 // reach that container's shim on. The exchange is one JSON request with
 // the socket's file descriptor attached (SCM_RIGHTS) and one JSON reply.
 
-// handoffTimeout bounds one hand-off, dial to reply.
-const handoffTimeout = 10 * time.Second
+// handoffTimeout bounds one hand-off, dial to reply: well above the 10 s
+// the guard may take to connect to the runsc shim.
+const handoffTimeout = 20 * time.Second
 
 // maxHandoff bounds a hand-off request (ids and paths: well under 4 KiB).
 const maxHandoff = 64 << 10
@@ -161,10 +162,7 @@ func readHandoff(uc *net.UnixConn) (handoffRequest, net.Listener, error) {
 	if rest, err := io.ReadAll(io.LimitReader(uc, int64(len(buf)-n))); err == nil {
 		n += copy(buf[n:], rest)
 	}
-	fds, err := parseRights(oob[:oobn])
-	if err != nil {
-		return handoffRequest{}, nil, err
-	}
+	fds := parseRights(oob[:oobn])
 	closeAll := func() {
 		for _, fd := range fds {
 			unix.Close(fd)
@@ -194,20 +192,20 @@ func readHandoff(uc *net.UnixConn) (handoffRequest, net.Listener, error) {
 	return req, l, nil
 }
 
-func parseRights(oob []byte) ([]int, error) {
+// parseRights returns every descriptor the control messages carry, so that
+// all of them are closed on every path.
+func parseRights(oob []byte) []int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil, fmt.Errorf("hand-off control message: %w", err)
+		return nil
 	}
 	var fds []int
 	for _, m := range msgs {
-		r, err := unix.ParseUnixRights(&m)
-		if err != nil {
-			continue
+		if r, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, r...)
 		}
-		fds = append(fds, r...)
 	}
-	return fds, nil
+	return fds
 }
 
 // socketPath is the file of a unix:// address.

@@ -126,6 +126,11 @@ func delegatePID(bundle, id string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w", pid, err)
 	}
+	// Not the guard itself: its server for a pod also works in the
+	// sandbox's bundle with "-id <sandbox>", and ends with its action.
+	if bytes.HasSuffix(cmdline, []byte("\x00"+actionServe+"\x00")) {
+		return 0, fmt.Errorf("pid %d is a runsc-guard server, not a runsc shim", pid)
+	}
 	if !bytes.Contains(append([]byte{0}, cmdline...), []byte("\x00-id\x00"+id+"\x00")) {
 		return 0, fmt.Errorf("pid %d (%q) is not the runsc shim of %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), id)
 	}

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -58,15 +61,79 @@ func TestDelegateDeathEndsItsContainerOnly(t *testing.T) {
 // not make the guard close containerd's connection under the reply.
 func TestShutdownIsNotDeath(t *testing.T) {
 	tb := newTestBed(t, map[string]string{"sandbox": "d1", "app": "d2"}, nil)
-	tb.fakes["d2"].onShut = func() { go tb.servers["d2"].Close() }
+	tb.fakes["d2"].onShut = func() { tb.servers["d2"].Close() }
 	ctx := context.Background()
 	if _, err := tb.clients["app"].Shutdown(ctx, &taskAPI.ShutdownRequest{ID: "app"}); err != nil {
 		t.Fatalf("Shutdown(app): %v", err)
 	}
-	// containerd's connection stays usable until containerd closes it: a
-	// Shutdown for a container already gone succeeds.
-	if _, err := tb.clients["app"].Shutdown(ctx, &taskAPI.ShutdownRequest{ID: "app"}); err != nil {
-		t.Errorf("second Shutdown(app) on the same connection: %v", err)
+	r := tb.server.Router()
+	waitFor(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.byAddr[tb.delegate("d2")] == nil },
+		"the guard to see d2's connection close")
+	// containerd's connection stays open until containerd closes it: a
+	// call on it is answered (NotFound), not cut off.
+	_, err := tb.clients["app"].State(ctx, &taskAPI.StateRequest{ID: "app"})
+	if !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+		t.Errorf("State(app) on containerd's connection after the Shutdown: %v, want NotFound (the connection kept)", err)
+	}
+}
+
+// dyingShutdown is a runsc shim's task client whose Shutdown fails with an
+// error that is not a closed connection, after the connection closed under
+// it (the order a real shim's exit can take).
+type dyingShutdown struct {
+	taskAPI.TTRPCTaskService
+	die func()
+}
+
+func (d dyingShutdown) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
+	d.die()
+	return nil, errgrpc.ToGRPC(fmt.Errorf("shim going away: %w", errdefs.ErrUnavailable))
+}
+
+// TestShutdownFailsAsShimDies: when the runsc shim dies under a failing
+// Shutdown, the container is gone (its socket closed, later calls
+// NotFound), not stuck in the guard for ever.
+func TestShutdownFailsAsShimDies(t *testing.T) {
+	tb := newTestBed(t, map[string]string{"sandbox": "d1", "app": "d2"}, nil)
+	r := tb.server.Router()
+	r.mu.Lock()
+	d := r.byID["app"].d
+	d.task = dyingShutdown{TTRPCTaskService: d.task, die: func() { r.closed(d) }}
+	r.mu.Unlock()
+	if _, err := tb.clients["sandbox"].Shutdown(context.Background(), &taskAPI.ShutdownRequest{ID: "app"}); err == nil {
+		t.Fatal("Shutdown(app) succeeded; the stand-in runsc shim failed it")
+	}
+	_, err := tb.clients["sandbox"].State(context.Background(), &taskAPI.StateRequest{ID: "app"})
+	if !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+		t.Errorf("State(app) after its runsc shim died under Shutdown: %v, want NotFound", err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(socketPath(tb.sockets["app"])); return err != nil }, "app's socket to go")
+}
+
+// TestHandoffAgain: a start that retries hands the same container over
+// again; the guard takes it once.
+func TestHandoffAgain(t *testing.T) {
+	tb := newTestBed(t, map[string]string{"c1": "d1"}, nil)
+	l, _ := net.Listen("unix", tb.dir+"/dup.sock")
+	if err := tb.server.Add("c1", filepath.Join(tb.bundles, "c1"), tb.delegate("d1"), "unix://"+tb.dir+"/dup.sock", l); err != nil {
+		t.Errorf("same hand-off again: %v, want it taken", err)
+	}
+	if n := tb.server.Router().Len(); n != 1 {
+		t.Errorf("router serves %d containers, want 1", n)
+	}
+	if _, err := tb.clients["c1"].State(context.Background(), &taskAPI.StateRequest{ID: "c1"}); err != nil {
+		t.Errorf("State(c1) after the repeated hand-off: %v", err)
+	}
+}
+
+// TestRegisterWhileClosing: a hand-off that races the guard's stop is
+// refused (start then starts a new guard), never taken and lost.
+func TestRegisterWhileClosing(t *testing.T) {
+	tb := newTestBed(t, map[string]string{"c1": "d1"}, nil)
+	tb.server.Router().Close()
+	l, _ := net.Listen("unix", tb.dir+"/late.sock")
+	if err := tb.server.Add("c2", tb.dir, tb.delegate("d1"), "", l); !errors.Is(err, ErrClosing) {
+		t.Errorf("Add after Close: %v, want ErrClosing", err)
 	}
 }
 
@@ -124,9 +191,7 @@ func TestWaitSharedAndNeverCancelled(t *testing.T) {
 	}()
 	waitFor(t, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.waits == 1 }, "the first Wait to reach the runsc shim")
 	old.Close()
-	if err := <-first; err == nil {
-		t.Fatal("Wait on a closed connection returned no error")
-	}
+	<-first
 	second := make(chan *taskAPI.WaitResponse, 1)
 	go func() {
 		resp, err := dialTask(t, "unix://"+dir+"/g.sock").Wait(context.Background(), &taskAPI.WaitRequest{ID: "c1"})

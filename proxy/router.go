@@ -33,6 +33,7 @@ type delegate struct {
 	client  *ttrpc.Client
 	task    taskAPI.TTRPCTaskService
 	ids     map[string]struct{}
+	dead    bool // its connection closed (under Router.mu)
 }
 
 // entry is one container the guard serves.
@@ -121,50 +122,62 @@ func (r *Router) Register(ctx context.Context, id, bundle, address string) error
 		return fmt.Errorf("register container %q: %w", id, errdefs.ErrInvalidArgument)
 	}
 	r.mu.Lock()
-	if r.closing {
+	d, err := r.registerLocked(id, bundle, address)
+	if d != nil || err != nil {
 		r.mu.Unlock()
-		return ErrClosing
+		return err
 	}
-	if _, known := r.byID[id]; known {
+	// No connection to this runsc shim yet: dial unlocked, counting the
+	// registration as activity so the router cannot decide to close
+	// meanwhile, then check again.
+	r.inflight++
+	r.mu.Unlock()
+	nd, derr := r.connect(address)
+	r.mu.Lock()
+	r.inflight--
+	if derr != nil {
 		r.mu.Unlock()
-		return fmt.Errorf("register container %s: %w", id, errdefs.ErrAlreadyExists)
+		r.maybeIdle()
+		return fmt.Errorf("connect to runsc shim %s for %s: %w: %w", address, id, errdefs.ErrUnavailable, derr)
+	}
+	if _, raced := r.byAddr[address]; !raced {
+		r.byAddr[address] = nd
+		nd = nil
+	}
+	_, err = r.registerLocked(id, bundle, address)
+	r.mu.Unlock()
+	if nd != nil {
+		nd.client.Close() // another registration connected first
+	}
+	if err != nil {
+		r.maybeIdle()
+	} else {
+		log.G(ctx).WithFields(log.Fields{"container_id": id, "delegate": address}).Debug("serving container")
+	}
+	return err
+}
+
+// registerLocked adds id to the runsc shim at address when the router has a
+// live connection to it, and returns that connection; nil, nil when it has
+// none yet. Handing the same container over again is not an error (a start
+// that timed out waiting for the reply retries).
+func (r *Router) registerLocked(id, bundle, address string) (*delegate, error) {
+	if r.closing {
+		return nil, ErrClosing
+	}
+	if e, known := r.byID[id]; known {
+		if e.d.address == address && e.bundle == bundle {
+			return e.d, nil
+		}
+		return nil, fmt.Errorf("register container %s: %w", id, errdefs.ErrAlreadyExists)
 	}
 	d, ok := r.byAddr[address]
-	if !ok {
-		// Count the registration as activity while we dial unlocked, so
-		// that the router cannot decide to close meanwhile.
-		r.inflight++
-	}
-	r.mu.Unlock()
-	if !ok {
-		nd, err := r.connect(address)
-		r.mu.Lock()
-		r.inflight--
-		if err != nil {
-			r.mu.Unlock()
-			r.maybeIdle()
-			return fmt.Errorf("connect to runsc shim %s for %s: %w: %w", address, id, errdefs.ErrUnavailable, err)
-		}
-		if d, ok = r.byAddr[address]; ok {
-			// Lost a race with another registration for the same runsc shim.
-			r.mu.Unlock()
-			nd.client.Close()
-			r.mu.Lock()
-		} else {
-			d = nd
-			r.byAddr[address] = d
-		}
-	} else {
-		r.mu.Lock()
-	}
-	defer r.mu.Unlock()
-	if _, known := r.byID[id]; known {
-		return fmt.Errorf("register container %s: %w", id, errdefs.ErrAlreadyExists)
+	if !ok || d.dead {
+		return nil, nil
 	}
 	d.ids[id] = struct{}{}
 	r.byID[id] = &entry{bundle: bundle, d: d}
-	log.G(ctx).WithFields(log.Fields{"container_id": id, "delegate": address}).Debug("serving container")
-	return nil
+	return d, nil
 }
 
 // connect dials a runsc shim and watches its connection.
@@ -272,6 +285,7 @@ func (r *Router) gone(id string, why Gone) {
 // served by it died with it, unless a Shutdown for them is in flight.
 func (r *Router) closed(d *delegate) {
 	r.mu.Lock()
+	d.dead = true
 	if r.byAddr[d.address] == d {
 		delete(r.byAddr, d.address)
 	}
@@ -430,7 +444,16 @@ func (r *Router) Shutdown(ctx context.Context, req *taskAPI.ShutdownRequest) (*e
 	if _, err := e.d.task.Shutdown(ctx, req); err != nil && !isClosedErr(err) {
 		r.mu.Lock()
 		e.shuttingDown = false
+		died := e.d.dead && r.byID[req.ID] == e
+		if died {
+			// Its runsc shim went away under the failed call: nothing
+			// will report it again, so it is gone now.
+			r.dropLocked(req.ID, e)
+		}
 		r.mu.Unlock()
+		if died {
+			r.gone(req.ID, GoneDied)
+		}
 		return nil, err
 	}
 	r.forget(req.ID)

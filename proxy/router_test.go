@@ -68,6 +68,11 @@ func newTestBed(t testing.TB, containers map[string]string, hook CreateHook) *te
 	return tb
 }
 
+// delegate is the address of the fake delegate name.
+func (tb *testBed) delegate(name string) string {
+	return "unix://" + filepath.Join(tb.dir, name+".sock")
+}
+
 // add hands the guard container id, served by the fake delegate name.
 func (tb *testBed) add(t testing.TB, id, name string) {
 	t.Helper()

@@ -37,7 +37,11 @@ func Serve(ctx context.Context, f Flags, newHook NewHook) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.FileListener(os.NewFile(3, "control"))
+	fd3 := os.NewFile(3, "control")
+	l, err := net.FileListener(fd3)
+	// FileListener dups the descriptor: close ours, or the socket would keep
+	// listening after the guard closed its listener.
+	fd3.Close()
 	if err != nil {
 		return fmt.Errorf("inherit control socket: %w", err)
 	}
@@ -165,17 +169,35 @@ func (s *Server) Wait() error {
 // if it is still that socket). It fails with ErrClosing when the server is
 // exiting.
 func (s *Server) Add(id, bundle, delegate, address string, l net.Listener) error {
-	if err := s.router.Register(s.ctx, id, bundle, delegate); err != nil {
-		return err
-	}
 	cs := &ctrSocket{Listener: l, conns: map[net.Conn]struct{}{}}
 	if address != "" {
 		cs.path = socketPath(address)
 		cs.file = statSocket(cs.path)
 	}
+	// The socket is known before the router is, so that a death reported
+	// right after the registration finds it to close.
 	s.mu.Lock()
-	s.sockets[id] = cs
+	_, serving := s.sockets[id]
+	if !serving {
+		s.sockets[id] = cs
+	}
 	s.mu.Unlock()
+	if err := s.router.Register(s.ctx, id, bundle, delegate); err != nil {
+		if !serving {
+			s.mu.Lock()
+			if s.sockets[id] == cs {
+				delete(s.sockets, id)
+			}
+			s.mu.Unlock()
+		}
+		return err
+	}
+	if serving {
+		// The same container handed over again (its start retried): the
+		// socket is served already.
+		_ = l.Close()
+		return nil
+	}
 	go func() {
 		if err := s.ttrpc.Serve(s.ctx, cs); err != nil && !errors.Is(err, ttrpc.ErrServerClosed) && !cs.isClosed() {
 			log.G(s.ctx).WithError(err).WithField("container_id", id).Warn("serve container socket")
