@@ -85,7 +85,9 @@ func testFaults(t *testing.T, s string) {
 			case name == "many-guard":
 				c.check(t, f["pods_right"] == f["pods"] && f.num("pods") > 0,
 					"%s of %s pods booted with their own limit in their own slice; wrong: %s", f["pods_right"], f["pods"], f["pods_wrong"])
-				c.check(t, f["leftover_runsc"] == "", "runsc processes left: %s", f["leftover_runsc"])
+				c.check(t, f["leftover_runsc"] == "", "runsc processes left %ss after RemovePodSandbox of every pod (rc %s %s): %s",
+					f["remove_seconds"], f["rmp_rc"], f["rmp_error"], f["leftover_runsc"])
+				c.check(t, f["pods_listed_after"] == "0", "%s pods still listed after their removal", f["pods_listed_after"])
 			}
 			if name != "many-guard" && !strings.HasPrefix(name, "restart-create") {
 				c.check(t, f["leftover_any"] == "", "left after removal: %s", f["leftover_any"])
@@ -126,7 +128,7 @@ func faultOutcome(name string, f facts) string {
 	case strings.HasPrefix(name, "remove-oom"):
 		return fmt.Sprintf("stopp rc %s, rmp rc %s, %ss", f["stopp_rc"], f["rmp_rc"], f["remove_seconds"])
 	case name == "many-guard":
-		return fmt.Sprintf("%s/%s pods sized and placed by their own limit", f["pods_right"], f["pods"])
+		return fmt.Sprintf("%s/%s pods sized and placed by their own limit; all removed in %ss", f["pods_right"], f["pods"], f["remove_seconds"])
 	}
 	return "-"
 }

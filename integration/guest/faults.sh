@@ -212,10 +212,22 @@ fault_many_pods() {
 	fact pods_wrong "${got# }"
 	fact rss_guard "$(rss_of containerd-shim-runsc-guard-v1)"
 	fact rss_runsc_shim "$(rss_of containerd-shim-runsc-v1)"
-	crictl rmp -fa > /dev/null 2>&1
-	sleep 2
-	local left
-	left=$(comm -13 <(echo "$before") <(pgrep -f 'runsc-sandbox|runsc-gofer|containerd-shim-runsc' | sort))
+	local t0=$SECONDS left
+	crictl rmp -fa > /dev/null 2> "$CASE_DIR/rmp.err"
+	fact rmp_rc $?
+	fact rmp_error "$(err_summary "$CASE_DIR/rmp.err")"
+	# Removing 20 gVisor pods takes containerd 2.4 a while under TCG: wait
+	# for them to go (removing again what is still listed), then count.
+	new_runsc() { comm -13 <(echo "$before") <(pgrep -f 'runsc-sandbox|runsc-gofer|containerd-shim-runsc' | sort); }
+	gone_all() {
+		[ -z "$(new_runsc)" ] && [ -z "$(crictl pods -q)" ] && return 0
+		crictl rmp -fa > /dev/null 2>&1
+		return 1
+	}
+	wait_until 180 gone_all
+	fact remove_seconds $((SECONDS - t0))
+	fact pods_listed_after "$(crictl pods -q | wc -l)"
+	left=$(new_runsc)
 	fact leftover_runsc "$(for p in $left; do tr '\0' ' ' < "/proc/$p/cmdline" 2> /dev/null | cut -c1-160; echo ';'; done | tr -d '\n')"
 	remove_all_pods
 	end_case
