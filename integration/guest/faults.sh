@@ -33,6 +33,8 @@ wait_until() {
 
 ctr_exited() { [ "$(ctr_field "$1" .status.state)" = CONTAINER_EXITED ]; }
 
+job_done() { ! kill -0 "$1" 2> /dev/null; }
+
 # begin_pod_case CASE HANDLER LIMIT: a case with a new pod slice of LIMIT.
 begin_pod_case() {
 	begin_case "$1"
@@ -146,15 +148,18 @@ fault_restart_during_create() {
 	sleep "${RESTART_AFTER:-2}"
 	restart_containerd
 	fact restart_rc $?
-	wait $runp
+	# The interrupted RunPodSandbox may hang until crictl's timeout: give
+	# it 60 s, as kubelet's runtime request timeout would, then move on.
+	wait_until 60 job_done "$runp" || kill "$runp" 2> /dev/null
+	wait "$runp" 2> /dev/null
 	POD_ID=$(crictl pods --name "$1" -q | head -n1)
 	fact pods_after "$(crictl pods --name "$1" -o json | jq -r '[.items[].state] | join(",")')"
-	# What kubelet does next: it retries RunPodSandbox, and removes the
-	# pod it gave up on.
+	# What kubelet does next: it removes the pod it gave up on and runs a
+	# new sandbox, attempt 1 (CRI reserves the name per attempt).
 	local old=$POD_ID
-	crictl pods --name "$1" -q | xargs -r crictl stopp > /dev/null 2>&1
-	crictl pods --name "$1" -q | xargs -r crictl rmp > /dev/null 2>&1
-	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $LIMIT}"
+	crictl pods --name "$1" -q | xargs -r timeout 60 crictl stopp > /dev/null 2>&1
+	crictl pods --name "$1" -q | xargs -r timeout 60 crictl rmp > /dev/null 2>&1
+	run_pod "$1" "$2" "{\"memory_limit_in_bytes\": $LIMIT}" null 1
 	fact retry_rc $?
 	record_sandbox
 	after_fault

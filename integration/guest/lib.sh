@@ -383,17 +383,17 @@ err_summary() {
 	echo "${msg:0:400}" | sed 's/\\"/"/g'
 }
 
-# run_pod NAME HANDLER [POD_RESOURCES_JSON [OVERHEAD_JSON]]: RunPodSandbox
+# run_pod NAME HANDLER [POD_RESOURCES_JSON [OVERHEAD_JSON [ATTEMPT]]]: RunPodSandbox
 # with host network (no CNI here; kubelet sets no hostname for those) in
 # POD_PARENT. Resources/overhead are what kubelet puts into
 # LinuxPodSandboxConfig; containerd turns them into the
 # io.kubernetes.cri.sandbox-* annotations. Sets POD_ID, POD_JSON.
 run_pod() {
-	local name=$1 handler=$2 res=${3:-null} overhead=${4:-null}
+	local name=$1 handler=$2 res=${3:-null} overhead=${4:-null} attempt=${5:-0}
 	POD_JSON=$CASE_DIR/pod.json
 	jq -n --arg name "$name" --arg uid "$POD_UID" --arg parent "$POD_PARENT" \
-		--argjson res "$res" --argjson overhead "$overhead" '{
-		metadata: {name: $name, namespace: "testbed", uid: $uid, attempt: 0},
+		--argjson res "$res" --argjson overhead "$overhead" --argjson attempt "$attempt" '{
+		metadata: {name: $name, namespace: "testbed", uid: $uid, attempt: $attempt},
 		log_directory: "/var/log/pods/testbed_\($name)_\($uid)",
 		linux: ({cgroup_parent: $parent,
 			security_context: {namespace_options: {network: 2}}}
