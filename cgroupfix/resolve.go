@@ -10,6 +10,17 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+// PodCgroupExists reports whether the pod cgroup was there when Resolve
+// read the path: it is then one of the Sources.
+func (r Resolution) PodCgroupExists() bool {
+	for _, s := range r.Sources {
+		if s.Kind == KindCgroup && s.Path == r.PodCgroup {
+			return true
+		}
+	}
+	return false
+}
+
 // annotationSourcePath names the annotation Source.
 const annotationSourcePath = "io.kubernetes.cri.sandbox-*"
 

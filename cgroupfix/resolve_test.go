@@ -572,3 +572,18 @@ func TestResolveV1ControllerLinks(t *testing.T) {
 		}
 	})
 }
+
+func TestResolvePodCgroupExists(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, systemdV2Tree(false))
+	h := Hierarchy{Root: root, Version: V2}
+	if res, err := Resolve(h, ResolveInput{CgroupsPath: burstablePath}); err != nil || !res.PodCgroupExists() {
+		t.Errorf("pod slice present: PodCgroupExists = false (%v)", err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, burstablePod[1:])); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := Resolve(h, ResolveInput{CgroupsPath: burstablePath}); err != nil || res.PodCgroupExists() {
+		t.Errorf("pod slice gone: PodCgroupExists = true (%v)", err)
+	}
+}

@@ -138,19 +138,6 @@ func (s *SandboxFix) BeforeCreate(ctx context.Context, req *taskAPI.CreateTaskRe
 // systemd) would make one with no limit at all.
 var ErrNoPodCgroup = errors.New("pod cgroup does not exist at sandbox Create")
 
-// podCgroupExists refuses a pod cgroup that is not there: its limit, set by
-// kubelet when it makes it, cannot be known.
-func podCgroupExists(h cgroupfix.Hierarchy, pod string) error {
-	d, err := h.MemoryDir(pod)
-	if err != nil {
-		return fmt.Errorf("pod cgroup %s: %w", pod, err)
-	}
-	if st, err := os.Stat(d); err != nil || !st.IsDir() {
-		return fmt.Errorf("%w: %s (kubelet makes it, with the pod's limit, before RunPodSandbox)", ErrNoPodCgroup, pod)
-	}
-	return nil
-}
-
 // work is one Create being fixed.
 type work struct {
 	fix  *SandboxFix
@@ -200,8 +187,8 @@ func (w *work) before(ctx context.Context) error {
 			return fmt.Errorf("resolve pod limit of %s: %w", w.req.ID, err)
 		}
 		w.rec.PodCgroup = res.PodCgroup
-		if err := podCgroupExists(w.h, res.PodCgroup); err != nil {
-			return err
+		if !res.PodCgroupExists() {
+			return fmt.Errorf("%w: %s (kubelet makes it, with the pod's limit, before RunPodSandbox)", ErrNoPodCgroup, res.PodCgroup)
 		}
 		w.rec.Sources, w.rec.Annotation, w.rec.Effective = res.Sources, res.Annotation, res.Effective
 		w.rec.Warnings = append(w.rec.Warnings, res.Warnings...)
