@@ -90,9 +90,12 @@ func serveContainer(ctx context.Context, f Flags, group, bundle, delegate string
 	if err != nil {
 		return "", fmt.Errorf("container socket address: %w", err)
 	}
-	l, err := listen(addr)
+	l, inUse, err := bind(addr)
 	if err != nil {
 		return "", err
+	}
+	if inUse {
+		return "", fmt.Errorf("listen %s: another process serves it", addr)
 	}
 	// The guard serves the socket after this process closes its copy.
 	l.SetUnlinkOnClose(false)
@@ -117,26 +120,31 @@ func serveContainer(ctx context.Context, f Flags, group, bundle, delegate string
 	return addr, nil
 }
 
-// listen binds a shim socket, replacing a stale one left by a process
-// that died.
-func listen(addr string) (*net.UnixListener, error) {
-	l, err := shim.NewSocket(addr)
-	if err == nil {
-		return l, nil
-	}
-	if !shim.SocketEaddrinuse(err) {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
+// bind binds a shim socket, replacing a stale one left by a process that
+// died. inUse (with no listener) means a live process serves it already,
+// or a concurrent start bound it first.
+func bind(addr string) (l *net.UnixListener, inUse bool, err error) {
+	l, err = shim.NewSocket(addr)
+	if err == nil || !shim.SocketEaddrinuse(err) {
+		return l, false, wrapListen(addr, err)
 	}
 	if shim.CanConnect(addr) {
-		return nil, fmt.Errorf("listen %s: %w: another process serves it", addr, err)
+		return nil, true, nil
 	}
 	if err := shim.RemoveSocket(addr); err != nil {
-		return nil, fmt.Errorf("remove stale socket %s: %w", addr, err)
+		return nil, false, fmt.Errorf("remove stale socket %s: %w", addr, err)
 	}
-	if l, err = shim.NewSocket(addr); err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	if l, err = shim.NewSocket(addr); err != nil && shim.SocketEaddrinuse(err) {
+		return nil, true, nil
 	}
-	return l, nil
+	return l, false, wrapListen(addr, err)
+}
+
+func wrapListen(addr string, err error) error {
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return nil
 }
 
 // handOffAttempts bounds how often start retries a hand-off that found no
@@ -175,24 +183,9 @@ func handOffToGuard(ctx context.Context, f Flags, group, bundle string, req hand
 // control socket (a guard that is still serving, or was just started by a
 // concurrent start).
 func ensureServer(ctx context.Context, f Flags, group, bundle, ctl string) error {
-	l, err := shim.NewSocket(ctl)
-	if err != nil {
-		if !shim.SocketEaddrinuse(err) {
-			return fmt.Errorf("listen %s: %w", ctl, err)
-		}
-		if shim.CanConnect(ctl) {
-			return nil
-		}
-		// A guard that died left its socket behind.
-		if err := shim.RemoveSocket(ctl); err != nil {
-			return fmt.Errorf("remove stale socket %s: %w", ctl, err)
-		}
-		if l, err = shim.NewSocket(ctl); err != nil {
-			if shim.SocketEaddrinuse(err) {
-				return nil // a concurrent start got there first
-			}
-			return fmt.Errorf("listen %s: %w", ctl, err)
-		}
+	l, inUse, err := bind(ctl)
+	if err != nil || inUse {
+		return err
 	}
 	l.SetUnlinkOnClose(false)
 	defer l.Close()
