@@ -8,6 +8,7 @@ import (
 	"github.com/runsc-guard/runsc-guard/internal/ocispec"
 	"github.com/runsc-guard/runsc-guard/internal/safefile"
 	"io"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -51,10 +52,27 @@ type Placement struct {
 	PID    int    `json:"pid"`
 	Role   string `json:"role"` // runsc-sandbox or runsc-gofer
 	Cgroup string `json:"cgroup"`
+	// Controllers are, on cgroup v1, its cgroups in the cpu and pids
+	// hierarchies (Cgroup is the memory one).
+	Controllers map[string]string `json:"controllers,omitempty"`
 	// Container is the container the process serves (gofers serve one
 	// container each).
 	Container string `json:"container"`
 	InPod     bool   `json:"in_pod"`
+}
+
+// outsideCgroup names where p is outside pod: its memory cgroup, or the
+// first other v1 hierarchy's ("pids:/system.slice/...").
+func outsideCgroup(p cgroupfix.Proc, pod string) string {
+	if !cgroupfix.Within(pod, p.Cgroup) {
+		return p.Cgroup
+	}
+	for _, c := range slices.Sorted(maps.Keys(p.Controllers)) {
+		if !cgroupfix.Within(pod, p.Controllers[c]) {
+			return c + ":" + p.Controllers[c]
+		}
+	}
+	return p.Cgroup
 }
 
 // SandboxReport is the audit of one gVisor sandbox (one pod).
@@ -183,19 +201,22 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, g
 		}
 	}
 
-	r.Placement = append(r.Placement, Placement{PID: s.PID, Role: cgroupfix.Argv0Sandbox, Cgroup: s.Cgroup, Container: id})
+	r.Placement = append(r.Placement, Placement{PID: s.PID, Role: cgroupfix.Argv0Sandbox, Cgroup: s.Cgroup, Controllers: s.Controllers, Container: id})
 	for _, g := range gofers {
-		r.Placement = append(r.Placement, Placement{PID: g.PID, Role: cgroupfix.Argv0Gofer, Cgroup: g.Cgroup, Container: filepath.Base(g.Bundle)})
+		r.Placement = append(r.Placement, Placement{PID: g.PID, Role: cgroupfix.Argv0Gofer, Cgroup: g.Cgroup, Controllers: g.Controllers, Container: filepath.Base(g.Bundle)})
 	}
 	for i := range r.Placement {
 		p := &r.Placement[i]
-		p.InPod = cgroupfix.Within(r.PodCgroup, p.Cgroup)
+		proc := cgroupfix.Proc{Cgroup: p.Cgroup, Controllers: p.Controllers}
+		p.InPod = proc.InPod(r.PodCgroup)
 		if r.PodCgroup != "" && !p.InPod {
 			// https://github.com/google/gvisor/issues/193 and #10264:
 			// without systemd-cgroup, old runsc puts the sandbox under
 			// system.slice; even with it, its app-container gofers stay
-			// in containerd's cgroup (#2535).
-			atRisk("%s[%d] of %s in %s, outside the pod cgroup %s", p.Role, p.PID, shortID(p.Container), p.Cgroup, r.PodCgroup)
+			// in containerd's cgroup (#2535). On cgroup v1 every runsc
+			// takes a systemd cgroupsPath for a directory below its own
+			// cgroup (docs/upstream.md#v1).
+			atRisk("%s[%d] of %s in %s, outside the pod cgroup %s", p.Role, p.PID, shortID(p.Container), outsideCgroup(proc, r.PodCgroup), r.PodCgroup)
 		}
 	}
 	if limitKnown && r.PodLimit > 0 && r.TotalMemory > r.EffectiveLimit {

@@ -329,14 +329,18 @@ func (d *doctor) checkHandler(h *Handler, cgv cgroupfix.Version, driver string, 
 			"containerd %s cannot parse the runsc shim's protobuf start reply (containerd >= 2.3 shim library): every pod fails to start", ctrd)
 	}
 	if guarded {
-		if driver == "systemd" && date != 0 && date < runsc.ReleaseSystemdFlag {
+		if driver == "systemd" && cgv == cgroupfix.V2 && date != 0 && date < runsc.ReleaseSystemdFlag {
 			d.add(LevelWarn, check, "upgrade runsc", "runsc %d predates systemd-cgroup: the guard can only move the sandbox into the pod slice after it started (https://github.com/google/gvisor/issues/193)", date)
 		}
 		return
 	}
 
 	problems := 0
-	if driver == "systemd" && !sdFlag {
+	if driver == "systemd" && cgv == cgroupfix.V1 {
+		problems++
+		d.add(LevelError, check, fix,
+			"on cgroup v1 every runsc release takes a systemd cgroupsPath for a directory under its own cgroup (containerd.service), systemd-cgroup or not: sandboxes run outside the pod slice and pod memory limits do not hold (runsc/cgroup/cgroup.go new(), https://github.com/google/gvisor/blob/master/runsc/cgroup/cgroup.go)")
+	} else if driver == "systemd" && !sdFlag {
 		switch {
 		case date == 0:
 			problems++

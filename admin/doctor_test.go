@@ -253,6 +253,19 @@ func TestDoctor(t *testing.T) {
 			wantExit: exitFinding,
 		},
 		{
+			name: "cgroup v1, systemd driver, stock shim",
+			node: fakeDoctorNode{containerd: containerd17RC, runsc: runscFixed, shimDeps: shimV2, driver: "true", handler: RuntimeTypeRunsc, cgroupV1: true},
+			want: []string{"INFO cgroup: cgroup v1",
+				"ERROR handler runsc: on cgroup v1 every runsc release takes a systemd cgroupsPath for a directory under its own cgroup (containerd.service)"},
+			wantExit: exitFinding,
+		},
+		{
+			name:     "cgroup v1, systemd driver, guarded",
+			node:     fakeDoctorNode{containerd: containerd17RC, runsc: runscFixed, shimDeps: shimV2, driver: "true", handler: RuntimeTypeGuard, runtimePath: "/usr/local/bin/containerd-shim-runsc-guard-v1", cgroupV1: true},
+			want:     []string{"INFO cgroup: cgroup v1", "OK handler runsc: goes through runsc-guard"},
+			wantExit: exitOK,
+		},
+		{
 			name:     "cgroup v1",
 			node:     fakeDoctorNode{containerd: containerd17RC, runsc: runscFixed, shimDeps: shimV2, driver: "false", handler: RuntimeTypeRunsc, cgroupV1: true},
 			want:     []string{"INFO cgroup: cgroup v1", "WARN handler runsc: on cgroup v1 runsc sizes sandboxes from the leaf cgroup"},

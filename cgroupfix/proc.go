@@ -218,6 +218,27 @@ type Proc struct {
 	// Cgroup is its cgroup: the v2 path, or the v1 memory path when the
 	// host has no v2 line (or an empty one).
 	Cgroup string `json:"cgroup"`
+	// Controllers are, on cgroup v1, its cgroups in the other hierarchies
+	// that carry a pod limit (cpu, pids), by controller name.
+	Controllers map[string]string `json:"controllers,omitempty"`
+}
+
+// v1LimitControllers are the cgroup v1 controllers besides memory whose
+// hierarchy holds a pod limit kubelet sets (CPU quota, pids.max).
+var v1LimitControllers = []string{"cpu", "pids"}
+
+// InPod reports whether p is in podCgroup (or below it) in every
+// hierarchy that carries a pod limit.
+func (p Proc) InPod(podCgroup string) bool {
+	if !Within(podCgroup, p.Cgroup) {
+		return false
+	}
+	for _, cg := range p.Controllers {
+		if !Within(podCgroup, cg) {
+			return false
+		}
+	}
+	return true
 }
 
 // pids lists the numeric entries of procRoot in ascending order.
@@ -253,22 +274,39 @@ func readCmdline(procRoot string, pid int) ([]string, error) {
 // ProcCgroup returns the cgroup of pid under procRoot: the v2 path, or
 // the v1 memory controller's path when there is no v2 one.
 func ProcCgroup(procRoot string, pid int) (string, error) {
+	cg, _, err := ProcCgroups(procRoot, pid)
+	return cg, err
+}
+
+// ProcCgroups returns what ProcCgroup does and, on cgroup v1, the
+// process's cgroups in the cpu and pids hierarchies (Proc.Controllers).
+func ProcCgroups(procRoot string, pid int) (string, map[string]string, error) {
 	p := filepath.Join(procRoot, strconv.Itoa(pid), "cgroup")
 	f, err := safefile.Open(p)
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", p, err)
+		return "", nil, fmt.Errorf("read %s: %w", p, err)
 	}
 	defer f.Close()
 	v2, v1, err := ParseProcCgroup(f)
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", p, err)
+		return "", nil, fmt.Errorf("read %s: %w", p, err)
 	}
 	// On a hybrid host the "0::" line exists but the memory controller
 	// is v1's, so prefer the v1 memory path whenever there is one.
-	if m, ok := v1["memory"]; ok {
-		return m, nil
+	m, ok := v1["memory"]
+	if !ok {
+		return v2, nil, nil
 	}
-	return v2, nil
+	var others map[string]string
+	for _, c := range v1LimitControllers {
+		if cg, ok := v1[c]; ok {
+			if others == nil {
+				others = map[string]string{}
+			}
+			others[c] = cg
+		}
+	}
+	return m, others, nil
 }
 
 // RunscProc is a runsc sandbox or gofer process found by ScanRunsc.
@@ -331,7 +369,7 @@ func ScanRunsc(procRoot string) ([]RunscProc, error) {
 		default:
 			continue
 		}
-		if p.Cgroup, err = ProcCgroup(procRoot, pid); err != nil {
+		if p.Cgroup, p.Controllers, err = ProcCgroups(procRoot, pid); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // exited while we looked
 			}

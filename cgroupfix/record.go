@@ -19,6 +19,9 @@ type Record struct {
 	PodName       string    `json:"pod_name,omitempty"`
 	PodUID        string    `json:"pod_uid,omitempty"`
 	CgroupsPath   string    `json:"cgroups_path"`
+	// RunscCgroupsPath is the cgroupsPath the guard gave runsc instead
+	// (cgroup v1: a directory in the guard's scope under the pod slice).
+	RunscCgroupsPath string `json:"runsc_cgroups_path,omitempty"`
 	Driver        string    `json:"driver,omitempty"`
 	PodCgroup     string    `json:"pod_cgroup,omitempty"`
 	Runsc         string    `json:"runsc,omitempty"`
@@ -47,7 +50,9 @@ type Record struct {
 	PlacementBefore []Proc `json:"placement_before,omitempty"`
 	PlacementAfter  []Proc `json:"placement_after,omitempty"`
 	// Actions lists what the guard changed: "spec-limit", "runsc-flag",
-	// "leaf-limit", "move"; empty when nothing was needed.
+	// "leaf-limit", "scope" (runsc told to create the sandbox's cgroups
+	// in a scope the guard started under the pod slice), "move"; empty
+	// when nothing was needed.
 	Actions []string `json:"actions"`
 	// Outcome is "ok", "warn" (policy warn let a problem through) or
 	// "refused" (policy enforce failed the Create).

@@ -70,6 +70,17 @@ func ScopeName(containerID string) string {
 // MemoryMax when memoryMax > 0, and a Description. Non-positive pids are
 // dropped.
 func ScopeProperties(slice string, pids []int, memoryMax uint64) []dbus.Property {
+	return scopeProperties(moveDescription, slice, pids, memoryMax)
+}
+
+// The Description of the guard's scopes: one a move made, one made before
+// runsc's Create for runsc to create the sandbox's cgroups in.
+const (
+	moveDescription    = "runsc-guard: gVisor sandbox processes moved into their pod's slice"
+	prepareDescription = "runsc-guard: gVisor sandbox of the pod, delegated to runsc"
+)
+
+func scopeProperties(description, slice string, pids []int, memoryMax uint64) []dbus.Property {
 	up := make([]uint32, 0, len(pids))
 	for _, p := range pids {
 		if p > 0 && p <= int(^uint32(0)>>1) {
@@ -77,7 +88,7 @@ func ScopeProperties(slice string, pids []int, memoryMax uint64) []dbus.Property
 		}
 	}
 	props := []dbus.Property{
-		dbus.PropDescription("runsc-guard: gVisor sandbox processes moved into their pod's slice"),
+		dbus.PropDescription(description),
 		dbus.PropSlice(slice),
 		dbus.PropPids(up...),
 		{Name: "Delegate", Value: godbus.MakeVariant(true)},
@@ -109,21 +120,33 @@ const dbusNoSuchUnit = "org.freedesktop.systemd1.NoSuchUnit"
 // migrate them). Move every pid of the sandbox's cgroup, after the
 // sandbox's Create and before its Start.
 func MoveToScope(ctx context.Context, conn Systemd, unit, slice string, pids []int, memoryMax uint64) error {
+	return startScopeAndWait(ctx, conn, moveDescription, unit, slice, pids, memoryMax)
+}
+
+// PrepareScope starts the transient scope unit under slice, with pid (a
+// Holder) in it, Delegate=true and the pod's memory limit, in which runsc
+// is then told to create the sandbox's cgroups (on cgroup v1, where runsc
+// cannot place a systemd cgroupsPath itself). It waits as MoveToScope does.
+func PrepareScope(ctx context.Context, conn Systemd, unit, slice string, pid int, memoryMax uint64) error {
+	return startScopeAndWait(ctx, conn, prepareDescription, unit, slice, []int{pid}, memoryMax)
+}
+
+func startScopeAndWait(ctx context.Context, conn Systemd, description, unit, slice string, pids []int, memoryMax uint64) error {
 	if !strings.HasSuffix(unit, scopeSuffix) {
-		return fmt.Errorf("move to scope: %w: unit %q is not a .scope", ErrInvalidArgument, unit)
+		return fmt.Errorf("scope: %w: unit %q is not a .scope", ErrInvalidArgument, unit)
 	}
 	if err := validUnitName(unit); err != nil {
-		return fmt.Errorf("move to scope: %w: %v", ErrInvalidArgument, err)
+		return fmt.Errorf("scope: %w: %v", ErrInvalidArgument, err)
 	}
 	if _, err := ExpandSlice(slice); err != nil {
-		return fmt.Errorf("move to scope %s: %w", unit, err)
+		return fmt.Errorf("scope %s: %w", unit, err)
 	}
 	if len(pids) == 0 {
-		return fmt.Errorf("move to scope %s: %w: no pids", unit, ErrInvalidArgument)
+		return fmt.Errorf("scope %s: %w: no pids", unit, ErrInvalidArgument)
 	}
 	for _, p := range pids {
 		if p <= 0 || p > int(^uint32(0)>>1) {
-			return fmt.Errorf("move to scope %s: %w: pid %d", unit, ErrInvalidArgument, p)
+			return fmt.Errorf("scope %s: %w: pid %d", unit, ErrInvalidArgument, p)
 		}
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -138,13 +161,13 @@ func MoveToScope(ctx context.Context, conn Systemd, unit, slice string, pids []i
 		resetErr = nil
 	}
 
-	result, err := startScope(ctx, conn, unit, slice, pids, memoryMax)
+	result, err := startScope(ctx, conn, description, unit, slice, pids, memoryMax)
 	if err != nil && errors.As(err, &de) && de.Name == dbusNoSuchProcess {
 		// A helper exited between the listing and the call: systemd
 		// refuses the whole unit for one gone pid. Move the living.
 		if alive := livePIDs(pids); len(alive) > 0 && len(alive) < len(pids) {
 			pids = alive
-			result, err = startScope(ctx, conn, unit, slice, pids, memoryMax)
+			result, err = startScope(ctx, conn, description, unit, slice, pids, memoryMax)
 		}
 	}
 	if err != nil {
@@ -172,12 +195,12 @@ const dbusNoSuchProcess = "org.freedesktop.systemd1.NoSuchProcess"
 
 // startScope asks systemd for the transient scope and returns the channel
 // its job result arrives on.
-func startScope(ctx context.Context, conn Systemd, unit, slice string, pids []int, memoryMax uint64) (<-chan string, error) {
+func startScope(ctx context.Context, conn Systemd, description, unit, slice string, pids []int, memoryMax uint64) (<-chan string, error) {
 	// Buffered: go-systemd delivers the job result while holding its job
 	// listener lock, so an unread unbuffered channel (we gave up on a
 	// timeout) would block its signal loop for good.
 	ch := make(chan string, 1)
-	_, err := conn.StartTransientUnitContext(ctx, unit, "fail", ScopeProperties(slice, pids, memoryMax), ch)
+	_, err := conn.StartTransientUnitContext(ctx, unit, "fail", scopeProperties(description, slice, pids, memoryMax), ch)
 	return ch, err
 }
 

@@ -15,7 +15,9 @@ import (
 // The returned func (nil when there is nothing to check) checks, and may
 // repair, the container once the runsc shim created it and before
 // containerd may Start it; an error from it makes the guard kill and delete
-// the container and fail the Create. (An unnamed func type, so that a hook
+// the container and fail the Create. When the runsc shim's Create fails,
+// it is called with a nil response, to undo what BeforeCreate prepared; its
+// error is then ignored. (An unnamed func type, so that a hook
 // needs no import of this package to implement the interface.)
 type CreateHook interface {
 	BeforeCreate(ctx context.Context, req *taskAPI.CreateTaskRequest) (func(context.Context, *taskAPI.CreateTaskResponse) error, error)

@@ -375,7 +375,11 @@ func (r *Router) Create(ctx context.Context, req *taskAPI.CreateTaskRequest) (*t
 			return nil, refusal(err)
 		}
 		resp, err := t.Create(ctx, req)
-		if err != nil || after == nil {
+		if after == nil {
+			return resp, err
+		}
+		if err != nil {
+			_ = after(ctx, nil) // lets the hook undo what it prepared
 			return resp, err
 		}
 		if err := after(ctx, resp); err != nil {

@@ -61,12 +61,22 @@ type SandboxFix struct {
 	Release func(ctx context.Context, runsc string) int
 	// Now stamps records.
 	Now func() time.Time
+	// Hold starts the process a scope is started with before runsc's
+	// processes exist (cgroup v1, prepareScope).
+	Hold func() (Holder, error)
 
 	// hierarchy is detected once: the cgroup version of a node does not
 	// change while the guard runs.
 	hierarchyOnce sync.Once
 	hier          cgroupfix.Hierarchy
 	hierErr       error
+}
+
+// Holder keeps a transient scope alive until runsc's processes are in it
+// (*cgroupfix.Holder).
+type Holder interface {
+	PID() int
+	Release() error
 }
 
 // hierarchy returns the node's cgroup hierarchy under Config.CgroupRoot.
@@ -97,6 +107,13 @@ func New(cfg config.Config) *SandboxFix {
 		KnowsFlag: runsc.ProbeFlag,
 		Release:   runsc.ProbeRelease,
 		Now:       time.Now,
+		Hold: func() (Holder, error) {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("find the guard's binary for a scope holder: %w", err)
+			}
+			return cgroupfix.StartHolder(exe)
+		},
 	}
 }
 
@@ -153,6 +170,9 @@ type work struct {
 	optsKnown   bool
 	flags       map[string]string
 	systemdFlag bool
+	// holder keeps the scope prepareScope started until after() checked
+	// the placement.
+	holder Holder
 }
 
 func (w *work) sandbox() bool { return w.rec.ContainerType == cri.ContainerTypeSandbox }
@@ -202,8 +222,80 @@ func (w *work) before(ctx context.Context) error {
 		if err := w.fixLeaf(); err != nil {
 			return err
 		}
+		if err := w.prepareScope(ctx); err != nil {
+			return err
+		}
 	}
 	return w.writeOptions()
+}
+
+// runscCgroupParent is the annotation runsc places a root container by
+// instead of its cgroupsPath (runsc/container/container.go).
+const runscCgroupParent = "dev.gvisor.spec.cgroup-parent"
+
+// prepareScope makes runsc create the sandbox's cgroups inside the pod
+// slice on a cgroup v1 node, where no runsc release can place a systemd
+// cgroupsPath: runsc's v1 manager ignores --systemd-cgroup and takes
+// "slice:prefix:name" for a directory below runsc's own cgroup,
+// /system.slice/containerd.service (docs/upstream.md#v1). Only an
+// absolute cgroupfs path lands where it says, in every v1 hierarchy.
+//
+// systemd owns the pod slice, so the guard does not make a directory
+// there behind its back: it starts a transient scope
+// runsc-guard-<id>.scope under the slice with Delegate=yes and the pod's
+// memory limit, held by a holder process until runsc's processes are in
+// it, and gives runsc the scope's directory as an absolute cgroupsPath.
+// In the hierarchies systemd manages (memory, cpu, pids, ...) runsc finds
+// the scope's cgroup and joins it; it creates and later removes the same
+// path in the ones systemd leaves alone (cpuset, net_cls, ...), as runc's
+// systemd driver does on v1. runsc sizes the sandbox from the scope's
+// memory.limit_in_bytes. --systemd-cgroup, which would make a 2026 runsc
+// refuse an absolute path, goes off for this container.
+func (w *work) prepareScope(ctx context.Context) error {
+	if w.h.Version != cgroupfix.V1 || w.path.Driver != cgroupfix.DriverSystemd || !w.optsKnown || w.fix.Hold == nil {
+		return nil
+	}
+	if _, ok := w.spec.Annotations[runscCgroupParent]; ok {
+		w.rec.Warnings = append(w.rec.Warnings, runscCgroupParent+" is set: runsc places the sandbox by it, the guard checks after Create")
+		return nil
+	}
+	unit := cgroupfix.ScopeName(w.req.ID)
+	h, err := w.fix.Hold()
+	if err != nil {
+		return fmt.Errorf("scope for %s: %w", w.req.ID, err)
+	}
+	w.holder = h
+	err = w.withSystemd(ctx, unit, func(conn cgroupfix.Systemd) error {
+		return cgroupfix.PrepareScope(ctx, conn, unit, filepath.Base(w.rec.PodCgroup), h.PID(), w.rec.Effective.MemoryBytes)
+	})
+	if err != nil {
+		return fmt.Errorf("start %s under %s for %s: %w", unit, w.rec.PodCgroup, w.req.ID, err)
+	}
+	dir := w.rec.PodCgroup + "/" + unit
+	if err := patchSpec(w.req.Bundle, func(e *specEdit) {
+		e.set(e.obj(e.doc, "linux"), "cgroupsPath", dir)
+	}); err != nil {
+		return fmt.Errorf("give runsc the cgroupsPath %s: %w", dir, err)
+	}
+	w.rec.RunscCgroupsPath = dir
+	if w.systemdFlag {
+		w.flags[runsc.SystemdCgroupKey] = "false"
+		w.systemdFlag = false
+	}
+	w.rec.Actions = append(w.rec.Actions, "scope")
+	return nil
+}
+
+// releaseHolder lets the scope go once runsc's processes are in it (or
+// Create failed): systemd stops a scope whose cgroup empties.
+func (w *work) releaseHolder(ctx context.Context) {
+	if w.holder == nil {
+		return
+	}
+	if err := w.holder.Release(); err != nil {
+		log.G(ctx).WithError(err).WithField("container_id", w.req.ID).Warn("release scope holder")
+	}
+	w.holder = nil
 }
 
 // fixSpec lowers the sandbox spec's resources to the effective limit, so
@@ -291,6 +383,9 @@ func (w *work) loadOptions(ctx context.Context) error {
 	}
 	if !w.fix.Config.AddRunscFlags || w.path.Driver != cgroupfix.DriverSystemd || w.systemdFlag {
 		return nil
+	}
+	if w.h.Version == cgroupfix.V1 {
+		return nil // runsc's v1 manager ignores it (prepareScope)
 	}
 	if w.fix.KnowsFlag(ctx, w.rec.Runsc, runsc.SystemdCgroupKey) {
 		w.flags[runsc.SystemdCgroupKey] = "true"
@@ -386,7 +481,11 @@ func decodeOptions(a *anypb.Any) (*runtimeoptions.Options, bool, error) {
 // after checks where runsc put the container's processes and what it sized
 // the sandbox with, moves misplaced processes under the pod cgroup, and
 // records the outcome.
-func (w *work) after(ctx context.Context, _ *taskAPI.CreateTaskResponse) error {
+func (w *work) after(ctx context.Context, resp *taskAPI.CreateTaskResponse) error {
+	if resp == nil {
+		w.releaseHolder(ctx) // the runsc shim's Create failed
+		return nil
+	}
 	// One pass over /proc for the sandbox and the gofers.
 	scan, err := cgroupfix.ScanRunsc(w.fix.Config.ProcRoot)
 	if err != nil {
@@ -409,7 +508,11 @@ func (w *work) after(ctx context.Context, _ *taskAPI.CreateTaskResponse) error {
 	}
 	procs = append(procs, gofers...)
 	w.rec.PlacementBefore = procs
-	after, err := w.place(ctx, procs, w.req.ID)
+	name := w.req.ID
+	if w.rec.RunscCgroupsPath != "" {
+		name += "-moved" // runsc-guard-<id>.scope is prepareScope's, still held
+	}
+	after, err := w.place(ctx, procs, name)
 	w.rec.PlacementAfter = after
 	if err != nil {
 		return w.fail(ctx, err)
@@ -490,7 +593,7 @@ func (w *work) place(ctx context.Context, procs []cgroupfix.Proc, name string) (
 func outside(pod string, procs []cgroupfix.Proc) []cgroupfix.Proc {
 	var out []cgroupfix.Proc
 	for _, p := range procs {
-		if !cgroupfix.Within(pod, p.Cgroup) {
+		if !p.InPod(pod) {
 			out = append(out, p)
 		}
 	}
@@ -567,6 +670,14 @@ func (w *work) move(ctx context.Context, misplaced []cgroupfix.Proc, name string
 const dbusAttempts = 2
 
 func (w *work) moveToScope(ctx context.Context, unit string, pids []int, limit uint64) error {
+	return w.withSystemd(ctx, unit, func(conn cgroupfix.Systemd) error {
+		return cgroupfix.MoveToScope(ctx, conn, unit, filepath.Base(w.rec.PodCgroup), pids, limit)
+	})
+}
+
+// withSystemd runs call on a new systemd D-Bus connection, once more on
+// another when the connection broke.
+func (w *work) withSystemd(ctx context.Context, unit string, call func(cgroupfix.Systemd) error) error {
 	var err error
 	for i := 0; i < dbusAttempts; i++ {
 		var conn cgroupfix.Systemd
@@ -575,12 +686,12 @@ func (w *work) moveToScope(ctx context.Context, unit string, pids []int, limit u
 		if err != nil {
 			continue
 		}
-		err = cgroupfix.MoveToScope(ctx, conn, unit, filepath.Base(w.rec.PodCgroup), pids, limit)
+		err = call(conn)
 		closeConn()
 		if !cgroupfix.Retriable(err) || ctx.Err() != nil {
 			return err
 		}
-		log.G(ctx).WithError(err).WithField("unit", unit).Warn("systemd D-Bus connection failed during a move, retrying")
+		log.G(ctx).WithError(err).WithField("unit", unit).Warn("systemd D-Bus connection failed, retrying")
 	}
 	return err
 }
@@ -589,11 +700,11 @@ func (w *work) moveToScope(ctx context.Context, unit string, pids []int, limit u
 func (w *work) recheck(procs []cgroupfix.Proc) ([]cgroupfix.Proc, error) {
 	out := make([]cgroupfix.Proc, 0, len(procs))
 	for _, p := range procs {
-		cg, err := cgroupfix.ProcCgroup(w.fix.Config.ProcRoot, p.PID)
+		cg, others, err := cgroupfix.ProcCgroups(w.fix.Config.ProcRoot, p.PID)
 		if err != nil {
 			return nil, fmt.Errorf("cgroup of %s[%d] after the move: %w", p.Argv0, p.PID, err)
 		}
-		p.Cgroup = cg
+		p.Cgroup, p.Controllers = cg, others
 		out = append(out, p)
 	}
 	return out, nil
@@ -618,6 +729,7 @@ func (w *work) fail(ctx context.Context, err error) error {
 
 // finish logs the decision once and writes it next to the bundle.
 func (w *work) finish(ctx context.Context) {
+	w.releaseHolder(ctx)
 	r := w.rec
 	placement := "in-pod"
 	switch {
@@ -699,9 +811,64 @@ func foldedTwin(m map[string]any, k string) error {
 }
 
 // patchSpecResources writes the memory limit and CPU quota/period of res
-// into the bundle's config.json, editing the JSON document in place so that
-// fields this build of runtime-spec does not know survive.
+// into the bundle's config.json.
 func patchSpecResources(bundle string, res *specs.LinuxResources) error {
+	return patchSpec(bundle, func(e *specEdit) {
+		r := e.obj(e.obj(e.doc, "linux"), "resources")
+		if res.Memory != nil && res.Memory.Limit != nil {
+			e.set(e.obj(r, "memory"), "limit", *res.Memory.Limit)
+		}
+		if res.CPU != nil && res.CPU.Quota != nil {
+			cpu := e.obj(r, "cpu")
+			e.set(cpu, "quota", *res.CPU.Quota)
+			if res.CPU.Period != nil {
+				e.set(cpu, "period", *res.CPU.Period)
+			}
+		}
+	})
+}
+
+// specEdit is config.json as a JSON document being edited.
+type specEdit struct {
+	path   string
+	doc    map[string]any
+	folded error
+}
+
+// obj returns the object under key k of m, adding an empty one if there
+// is none.
+func (e *specEdit) obj(m map[string]any, k string) map[string]any {
+	e.checkFolded(m, k)
+	if v, ok := m[k].(map[string]any); ok {
+		return v
+	}
+	v := map[string]any{}
+	m[k] = v
+	return v
+}
+
+// set sets key k of m.
+func (e *specEdit) set(m map[string]any, k string, v any) {
+	e.checkFolded(m, k)
+	m[k] = v
+}
+
+// checkFolded: Go's JSON decoder, which runsc uses, matches object keys
+// to spec fields case-insensitively (with Unicode folding: "reſources" is
+// "resources") and takes the last match in the document. A key that folds
+// to one the guard writes would be read by runsc instead of, or after, the
+// guard's: the spec is refused rather than written with a value runsc does
+// not read.
+func (e *specEdit) checkFolded(m map[string]any, k string) {
+	if err := foldedTwin(m, k); err != nil && e.folded == nil {
+		e.folded = fmt.Errorf("%s: %w", e.path, err)
+	}
+}
+
+// patchSpec applies edit to the bundle's config.json, editing the JSON
+// document in place so that fields this build of runtime-spec does not
+// know survive.
+func patchSpec(bundle string, edit func(*specEdit)) error {
 	p := filepath.Join(bundle, "config.json")
 	b, err := safefile.ReadFile(p, ocispec.MaxSize)
 	if err != nil {
@@ -709,51 +876,20 @@ func patchSpecResources(bundle string, res *specs.LinuxResources) error {
 	}
 	// UseNumber: uids, limits and other 64-bit values must not go
 	// through float64.
-	var doc map[string]any
+	e := &specEdit{path: p}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
-	if err := d.Decode(&doc); err != nil {
+	if err := d.Decode(&e.doc); err != nil {
 		return fmt.Errorf("parse %s: %w", p, err)
 	}
-	// Go's JSON decoder, which runsc uses, matches object keys to spec
-	// fields case-insensitively (with Unicode folding: "reſources" is
-	// "resources") and takes the last match in the document. A key that
-	// folds to one the guard writes would be read by runsc instead of, or
-	// after, the guard's: refuse the spec rather than write a limit runsc
-	// does not read.
-	var folded error
-	obj := func(m map[string]any, k string) map[string]any {
-		if err := foldedTwin(m, k); err != nil && folded == nil {
-			folded = fmt.Errorf("%s: %w", p, err)
-		}
-		if v, ok := m[k].(map[string]any); ok {
-			return v
-		}
-		v := map[string]any{}
-		m[k] = v
-		return v
+	if e.doc == nil {
+		return fmt.Errorf("parse %s: not a JSON object", p)
 	}
-	set := func(m map[string]any, k string, v any) {
-		if err := foldedTwin(m, k); err != nil && folded == nil {
-			folded = fmt.Errorf("%s: %w", p, err)
-		}
-		m[k] = v
+	edit(e)
+	if e.folded != nil {
+		return e.folded
 	}
-	r := obj(obj(doc, "linux"), "resources")
-	if res.Memory != nil && res.Memory.Limit != nil {
-		set(obj(r, "memory"), "limit", *res.Memory.Limit)
-	}
-	if res.CPU != nil && res.CPU.Quota != nil {
-		cpu := obj(r, "cpu")
-		set(cpu, "quota", *res.CPU.Quota)
-		if res.CPU.Period != nil {
-			set(cpu, "period", *res.CPU.Period)
-		}
-	}
-	if folded != nil {
-		return folded
-	}
-	out, err := json.Marshal(doc)
+	out, err := json.Marshal(e.doc)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", p, err)
 	}

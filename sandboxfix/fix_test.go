@@ -55,6 +55,17 @@ type fakeHost struct {
 	dropBus  int
 	connects int
 	release  int // what `runsc --version` says; Debian's by default
+	// v1: /proc/<pid>/cgroup in cgroup v1's form (newFakeHostV1).
+	v1 bool
+}
+
+// cgroupLines is /proc/<pid>/cgroup for a process in cg (in every v1
+// hierarchy on a v1 host).
+func (h *fakeHost) cgroupLines(cg string) string {
+	if !h.v1 {
+		return "0::" + cg + "\n"
+	}
+	return "12:memory:" + cg + "\n11:cpu,cpuacct:" + cg + "\n10:pids:" + cg + "\n1:name=systemd:" + cg + "\n"
 }
 
 func newFakeHost(t *testing.T, podMax string) *fakeHost {
@@ -81,7 +92,7 @@ func (h *fakeHost) write(root, p, content string) {
 // proc makes a process with a command line and a cgroup.
 func (h *fakeHost) procAt(pid int, cg string, argv ...string) {
 	h.write(h.proc, fmt.Sprintf("%d/cmdline", pid), strings.Join(argv, "\x00")+"\x00")
-	h.write(h.proc, fmt.Sprintf("%d/cgroup", pid), "0::"+cg+"\n")
+	h.write(h.proc, fmt.Sprintf("%d/cgroup", pid), h.cgroupLines(cg))
 }
 
 // runsc plays what runsc does at create: a sandbox booted with
@@ -92,7 +103,11 @@ func (h *fakeHost) runsc(bundle, cg string, totalMemory uint64) {
 	h.procAt(goferPID, cg, "runsc-gofer", "--root=/run/containerd/runsc/k8s.io", "gofer", "--bundle", bundle, "--spec-fd=3")
 	h.procAt(helperPID, cg, "exe")
 	h.procAt(shimPID, "/system.slice/containerd.service", "containerd-shim-runsc-v1")
-	h.write(h.cgroups, cg+"/cgroup.procs", fmt.Sprintf("%d\n%d\n%d\n", sandboxPID, goferPID, helperPID))
+	procs := cg + "/cgroup.procs"
+	if h.v1 {
+		procs = "memory" + procs
+	}
+	h.write(h.cgroups, procs, fmt.Sprintf("%d\n%d\n%d\n", sandboxPID, goferPID, helperPID))
 }
 
 // StartTransientUnitContext moves the pids, as systemd would.
@@ -121,7 +136,7 @@ func (h *fakeHost) StartTransientUnitContext(_ context.Context, name, mode strin
 	if !h.moveIgnore {
 		exp, _ := cgroupfix.ExpandSlice(slice)
 		for _, pid := range pids {
-			h.write(h.proc, fmt.Sprintf("%d/cgroup", pid), "0::"+exp+"/"+name+"\n")
+			h.write(h.proc, fmt.Sprintf("%d/cgroup", pid), h.cgroupLines(exp+"/"+name))
 		}
 	}
 	ch <- "done"

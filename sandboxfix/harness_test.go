@@ -28,6 +28,8 @@ type call struct {
 type fakeRunscShim struct {
 	onCreate func(*taskAPI.CreateTaskRequest)
 	onStart  func(*taskAPI.StartRequest)
+	// createErr fails its Create (after onCreate).
+	createErr error
 	mu       sync.Mutex
 	calls    []call
 }
@@ -63,6 +65,12 @@ func (r *router) Create(ctx context.Context, req *taskAPI.CreateTaskRequest) (*t
 	r.d.record("Create", req)
 	if r.d.onCreate != nil {
 		r.d.onCreate(req)
+	}
+	if r.d.createErr != nil {
+		if after != nil {
+			_ = after(ctx, nil)
+		}
+		return nil, r.d.createErr
 	}
 	resp := &taskAPI.CreateTaskResponse{Pid: uint32(os.Getpid())}
 	if after != nil {

@@ -3,14 +3,17 @@
 // Command containerd-shim-runsc-guard-v1 is the containerd shim v2
 // io.containerd.runsc-guard.v1: gVisor's runsc shim, with pod memory limits
 // that hold. Its operator commands (audit, doctor, configure) share the
-// binary; containerd's shim actions always start with a flag, so a first
-// argument naming one of them is unambiguous.
+// binary, as does the holder of a transient scope the guard starts on
+// cgroup v1 nodes (cgroupfix.HolderArg); containerd's shim actions always
+// start with a flag, so a first argument naming one of them is
+// unambiguous.
 package main
 
 import (
 	"os"
 
 	"github.com/runsc-guard/runsc-guard/admin"
+	"github.com/runsc-guard/runsc-guard/cgroupfix"
 	"github.com/runsc-guard/runsc-guard/internal/config"
 	"github.com/runsc-guard/runsc-guard/proxy"
 	"github.com/runsc-guard/runsc-guard/sandboxfix"
@@ -21,6 +24,10 @@ var version = "dev"
 
 func main() {
 	if len(os.Args) > 1 {
+		if os.Args[1] == cgroupfix.HolderArg {
+			cgroupfix.RunHolder(os.Stdin)
+			return
+		}
 		if cmd, ok := admin.Commands[os.Args[1]]; ok {
 			os.Exit(cmd(os.Args[2:], os.Stdout, os.Stderr))
 		}
