@@ -22,9 +22,9 @@ type Record struct {
 	// RunscCgroupsPath is the cgroupsPath the guard gave runsc instead
 	// (cgroup v1: a directory in the guard's scope under the pod slice).
 	RunscCgroupsPath string `json:"runsc_cgroups_path,omitempty"`
-	Driver        string    `json:"driver,omitempty"`
-	PodCgroup     string    `json:"pod_cgroup,omitempty"`
-	Runsc         string    `json:"runsc,omitempty"`
+	Driver           string `json:"driver,omitempty"`
+	PodCgroup        string `json:"pod_cgroup,omitempty"`
+	Runsc            string `json:"runsc,omitempty"`
 	// Sources are the limits found, leaf first (cgroups, spec, annotation).
 	Sources []Source `json:"sources,omitempty"`
 	// Annotation holds the CRI sandbox-* annotation values, if any.

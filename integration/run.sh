@@ -24,7 +24,8 @@ for lib in common host binaries image vm; do
 	. "$TB/lib/$lib.sh"
 done
 
-ALL_SCENARIOS="1 2 3 5 6 8 9 11 4 7 12 10" # grouped by containerd configuration
+ALL_SCENARIOS="1 2 3 5 6 8 9 11 4 7 12 10 13" # grouped by containerd configuration
+V1_SCENARIOS="13" # run in a second boot, on cgroup v1
 CACHE=${RUNSC_GUARD_CACHE:-/var/cache/runsc-guard}
 RUN_DIR=${RUNSC_GUARD_RUN_DIR:-$CACHE/run}
 VM_MEM=${RUNSC_GUARD_VM_MEM:-4096}
@@ -33,11 +34,11 @@ BOOT_TIMEOUT=300     # boot to the first scenario, and poweroff
 
 # scenarios: the selected scenario numbers, in run order. Names are
 # accepted too: red green variants cgroupfs never-tighter transparency
-# containerd2 move install containerd17 faults faults-containerd2 (make
-# demo asks for "red,green").
+# containerd2 move install containerd17 faults faults-containerd2
+# cgroup-v1 (make demo asks for "red,green").
 scenarios() {
 	local s want=${SCENARIOS:-all} i
-	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install containerd17 faults faults-containerd2)
+	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install containerd17 faults faults-containerd2 cgroup-v1)
 	want=" ${want//,/ } "
 	for i in "${!names[@]}"; do
 		want=${want// ${names[$i]} / $i }
@@ -56,22 +57,22 @@ scenarios() {
 # binary in bin/ by default), the scenario list and time limits; results/
 # comes back.
 stage_share() {
-	SHARE=$RUN_DIR/share
+	local selected=$1
 	rm -rf "$SHARE"
 	mkdir -p "$SHARE/bin" "$SHARE/results"
 	cp -a "$TB/guest" "$SHARE/guest"
 	cp "$REPO/install.sh" "$SHARE/"
 	[ "$GUARD_STATUS" = built ] && cp "$GUARD_BIN" "$SHARE/bin/"
-	echo "$SELECTED" > "$SHARE/scenarios"
+	echo "$selected" > "$SHARE/scenarios"
 	echo "$SCENARIO_TIMEOUT" > "$SHARE/scenario-timeout"
 	echo "$GUEST_TIMEOUT" > "$SHARE/guest-timeout"
 }
 
-# guest_timings: boot and per-scenario durations the guest recorded.
+# guest_timings SCENARIOS: boot and per-scenario durations the guest recorded.
 guest_timings() {
 	local s
 	printf '%-28s %4ss\n' "  boot to first scenario" "$(cut -d. -f1 "$SHARE/results/boot-uptime" 2> /dev/null)"
-	for s in $SELECTED; do
+	for s in $1; do
 		printf '%-28s %4ss\n' "  scenario $s" "$(sed -n 's/^seconds=//p' "$SHARE/results/$s/status" 2> /dev/null)"
 	done
 }
@@ -117,11 +118,6 @@ main() {
 		exit 1
 	fi
 	SELECTED=$(scenarios)
-	local n
-	n=$(wc -w <<< "$SELECTED")
-	GUEST_TIMEOUT=$((SCENARIO_TIMEOUT * n + 120))
-	# A hang guard within CI's 90 minutes, so a stuck run still reports.
-	[ "$GUEST_TIMEOUT" -le 4800 ] || GUEST_TIMEOUT=4800
 	rm -rf "$RUN_DIR"
 	mkdir -p "$RUN_DIR"
 	TIMINGS=$RUN_DIR/timings.txt
@@ -138,18 +134,47 @@ main() {
 	timed image image_ensure
 	wait $tools_pid || die "building the test-bed binaries failed"
 	timed guard-build guard_build
-	stage_share
 
-	local rc=0
-	timed vm-run vm_run "$SHARE" "$RUN_DIR" $((GUEST_TIMEOUT + BOOT_TIMEOUT)) || rc=$?
-	if [ ! -s "$SHARE/results/guest-rc" ]; then
-		tail -n 40 "$RUN_DIR/console.log" >&2 || true
-		die "the VM did not finish its run (qemu rc=$rc); console: $RUN_DIR/console.log"
-	fi
-	guest_timings >> "$TIMINGS"
+	# One boot per cgroup version; the v1 boot's results join the first's.
+	local v2="" v1="" s
+	for s in $SELECTED; do
+		if [[ " $V1_SCENARIOS " == *" $s "* ]]; then v1+="$s "; else v2+="$s "; fi
+	done
+	RESULTS=$RUN_DIR/share/results
+	[ -z "$v2" ] || boot share "$v2" ""
+	[ -z "$v1" ] || boot share-v1 "$v1" "systemd.unified_cgroup_hierarchy=0"
 	sed 's/^/  /' "$TIMINGS" >&2
+	SHARE=$RUN_DIR/share
 	print_samples
 	assert
+}
+
+# boot NAME SCENARIOS APPEND: one VM boot running SCENARIOS with the share
+# $RUN_DIR/NAME and APPEND on the kernel command line; its scenario results
+# end up in $RESULTS.
+boot() {
+	local rc=0 s n
+	SHARE=$RUN_DIR/$1
+	n=$(wc -w <<< "$2")
+	GUEST_TIMEOUT=$((SCENARIO_TIMEOUT * n + 120))
+	# A hang guard within CI's 90 minutes, so a stuck run still reports.
+	[ "$GUEST_TIMEOUT" -le 4800 ] || GUEST_TIMEOUT=4800
+	stage_share "$2"
+	VM_APPEND=$3 timed "vm-run-$1" vm_run "$SHARE" "$RUN_DIR" $((GUEST_TIMEOUT + BOOT_TIMEOUT)) || rc=$?
+	cp "$RUN_DIR/console.log" "$SHARE/console.log" 2> /dev/null || true
+	if [ ! -s "$SHARE/results/guest-rc" ]; then
+		tail -n 40 "$RUN_DIR/console.log" >&2 || true
+		die "the VM did not finish its run (qemu rc=$rc); console: $SHARE/console.log"
+	fi
+	guest_timings "$2" >> "$TIMINGS"
+	if [ "$SHARE/results" != "$RESULTS" ]; then
+		mkdir -p "$RESULTS"
+		for s in $2; do
+			rm -rf "${RESULTS:?}/$s"
+			cp -a "$SHARE/results/$s" "$RESULTS/$s"
+			cp "$SHARE/results/journal.txt" "$RESULTS/$s/journal.txt" 2> /dev/null || true
+		done
+	fi
 }
 
 main "$@"

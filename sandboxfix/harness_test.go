@@ -30,8 +30,8 @@ type fakeRunscShim struct {
 	onStart  func(*taskAPI.StartRequest)
 	// createErr fails its Create (after onCreate).
 	createErr error
-	mu       sync.Mutex
-	calls    []call
+	mu        sync.Mutex
+	calls     []call
 }
 
 func (f *fakeRunscShim) record(method string, req proto.Message) {

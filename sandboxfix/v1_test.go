@@ -271,5 +271,3 @@ func TestV1Cgroupfs(t *testing.T) {
 		t.Errorf("units %v, holder %d, record %+v", h.units, holder.released, r)
 	}
 }
-
-

@@ -11,6 +11,9 @@ SHARE=/mnt/share
 GUEST=$SHARE/guest
 RESULTS=$SHARE/results
 CG=/sys/fs/cgroup
+# CGV: this boot's cgroup version. The v1 run (scenario 13) boots with
+# systemd.unified_cgroup_hierarchy=0 (integration/run.sh).
+if [ -e $CG/cgroup.controllers ]; then CGV=2; else CGV=1; fi
 IMAGE=docker.io/library/bbpause:1
 IMAGE_TAR=/var/lib/testbed/bbpause.tar
 MiB=1048576
@@ -28,6 +31,25 @@ WL_DOUBLER='x=data; i=0; while [ $i -lt 26 ]; do x="$x$x"; i=$((i+1)); echo "i=$
 # allocator: busybox dd mallocs one bs-sized buffer (an anonymous mmap) and
 # read() from /dev/zero writes every page of it.
 WL_ALLOC='echo allocating 1 GiB; dd if=/dev/zero of=/dev/null bs=1073741824 count=1 && echo WORKLOAD-SURVIVED'
+
+# cg_mem PATH FILE: the memory file of cgroup PATH named by its cgroup v2
+# name (max, peak, current, events) or, on v1, the file that holds the same
+# (memory.limit_in_bytes, memory.max_usage_in_bytes, memory.usage_in_bytes,
+# memory.oom_control, whose "oom_kill N" line matches v2's events).
+cg_mem() {
+	local f=$2
+	if [ "$CGV" = 2 ]; then
+		echo "$CG$1/memory.$f"
+		return
+	fi
+	case $f in
+	max) f=limit_in_bytes ;;
+	peak) f=max_usage_in_bytes ;;
+	current) f=usage_in_bytes ;;
+	events) f=oom_control ;;
+	esac
+	echo "$CG/memory$1/memory.$f"
+}
 
 # say: a progress line, on the console (the host echoes "TB:" lines) and,
 # from a scenario, in its log too.
@@ -75,9 +97,11 @@ setup_guest() {
 	# misc too) into system.slice's subtree_control, which fails with
 	# ENOENT until something has enabled them at the root
 	# (docs/upstream.md#placement). Enable them all, so RED does not depend on boot order.
-	for b in $(cat $CG/cgroup.controllers); do
-		echo "+$b" > $CG/cgroup.subtree_control
-	done
+	if [ "$CGV" = 2 ]; then
+		for b in $(cat $CG/cgroup.controllers); do
+			echo "+$b" > $CG/cgroup.subtree_control
+		done
+	fi
 	write_runsc_options
 	printf 'runtime-endpoint: unix:///run/containerd/containerd.sock\nimage-endpoint: unix:///run/containerd/containerd.sock\ntimeout: 180\n' > /etc/crictl.yaml
 }
@@ -341,7 +365,7 @@ pod_cgroup_systemd() {
 	POD_CG=/kubepods.slice/kubepods-burstable.slice/$unit
 	POD_UNIT=$unit
 	for i in $(seq 50); do
-		[ -e "$CG$POD_CG/memory.max" ] && return
+		[ -e "$(cg_mem "$POD_CG" max)" ] && return
 		sleep 0.2
 	done
 	die "pod slice $POD_CG did not appear"
@@ -351,21 +375,32 @@ pod_cgroup_systemd() {
 # makes: /kubepods/burstable/pod<uid> with memory.max written directly.
 pod_cgroup_cgroupfs() {
 	local uid=$1 limit=$2 d
+	POD_CG=/kubepods/burstable/pod$uid
+	POD_PARENT=$POD_CG
+	POD_UNIT=
+	if [ "$CGV" = 1 ]; then
+		# v1: the pod's directory in the hierarchies that carry a limit
+		# (kubelet makes it in every one; runsc makes the rest).
+		for d in memory cpu,cpuacct pids; do
+			mkdir -p "$CG/$d$POD_CG"
+		done
+		[ "$limit" = max ] || echo "$limit" > "$(cg_mem "$POD_CG" max)"
+		return
+	fi
 	for d in /kubepods /kubepods/burstable; do
 		mkdir -p "$CG$d"
 		echo "+memory +cpu +pids" > "$CG$d/cgroup.subtree_control"
 	done
-	POD_CG=/kubepods/burstable/pod$uid
 	mkdir -p "$CG$POD_CG"
 	echo "$limit" > "$CG$POD_CG/memory.max"
-	POD_PARENT=$POD_CG
-	POD_UNIT=
 }
 
 remove_pod_cgroup() {
 	if [ -n "$POD_UNIT" ]; then
 		systemctl stop "$POD_UNIT" 2> /dev/null
 		systemctl reset-failed "$POD_UNIT" 2> /dev/null
+	elif [ "$CGV" = 1 ]; then
+		rmdir "$CG"/*"$POD_CG" 2> /dev/null
 	else
 		rmdir "$CG$POD_CG" 2> /dev/null
 	fi
@@ -468,7 +503,15 @@ procs_of() {
 	done
 }
 
-cgroup_of() { sed -n 's/^0:://p' "/proc/$1/cgroup" 2> /dev/null; }
+# cgroup_of PID [CONTROLLER]: PID's cgroup: the v2 path, or on v1 its path
+# in CONTROLLER's hierarchy (default memory).
+cgroup_of() {
+	if [ "$CGV" = 2 ]; then
+		sed -n 's/^0:://p' "/proc/$1/cgroup" 2> /dev/null
+	else
+		awk -F: -v c="${2:-memory}" '{ n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) { print $3; exit } }' "/proc/$1/cgroup" 2> /dev/null
+	fi
+}
 
 # flag_of PID NAME: the value of flag NAME on PID's command line, given as
 # --NAME=V or as --NAME V (old runsc passes the latter).
@@ -492,7 +535,11 @@ record_sandbox() {
 	fact total_host_memory "$(flag_of "$pid" total-host-memory)"
 	fact cpu_num "$(flag_of "$pid" cpu-num)"
 	fact sandbox_cmdline "$(tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-2000)"
-	fact sandbox_cgroup_memory_max "$(cat "$CG$SANDBOX_CG/memory.max" 2> /dev/null)"
+	fact sandbox_cgroup_memory_max "$(cat "$(cg_mem "$SANDBOX_CG" max)" 2> /dev/null)"
+	if [ "$CGV" = 1 ]; then
+		fact sandbox_cgroup_cpu "$(cgroup_of "$pid" cpu)"
+		fact sandbox_cgroup_pids "$(cgroup_of "$pid" pids)"
+	fi
 	local bundle=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$POD_ID
 	fact bundle "$bundle"
 	if [ -r "$bundle/config.json" ]; then
@@ -552,7 +599,7 @@ sample() {
 sample_sandbox_peak() {
 	local v
 	[ -n "${SANDBOX_CG:-}" ] || return 0
-	v=$(cat "$CG$SANDBOX_CG/memory.peak" 2> /dev/null) || return 0
+	v=$(cat "$(cg_mem "$SANDBOX_CG" peak)" 2> /dev/null) || return 0
 	[ -n "$v" ] && SANDBOX_PEAK=$v
 }
 
@@ -569,11 +616,11 @@ record_outcome() {
 	fact survived "$(grep -q WORKLOAD-SURVIVED "$CASE_DIR/ctr.log" && echo yes || echo no)"
 	sample_sandbox_peak
 	fact sandbox_peak "$SANDBOX_PEAK"
-	fact sandbox_oom_kill "$(awk '$1 == "oom_kill" {print $2}' "$CG${SANDBOX_CG:-/nonexistent}/memory.events" 2> /dev/null)"
+	fact sandbox_oom_kill "$(awk '$1 == "oom_kill" {print $2}' "$(cg_mem "${SANDBOX_CG:-/nonexistent}" events)" 2> /dev/null)"
 	fact pod_cgroup "$POD_CG"
-	fact pod_memory_max "$(cat "$CG$POD_CG/memory.max" 2> /dev/null)"
-	fact pod_peak "$(cat "$CG$POD_CG/memory.peak" 2> /dev/null)"
-	fact pod_oom_kill "$(awk '$1 == "oom_kill" {print $2}' "$CG$POD_CG/memory.events" 2> /dev/null)"
+	fact pod_memory_max "$(cat "$(cg_mem "$POD_CG" max)" 2> /dev/null)"
+	fact pod_peak "$(cat "$(cg_mem "$POD_CG" peak)" 2> /dev/null)"
+	fact pod_oom_kill "$(awk '$1 == "oom_kill" {print $2}' "$(cg_mem "$POD_CG" events)" 2> /dev/null)"
 }
 
 # record_guard: copies the guard's audit record of the sandbox, if any.
@@ -618,7 +665,7 @@ remove_all_pods() {
 		systemctl stop "$u"
 	done
 	systemctl reset-failed 2> /dev/null
-	rmdir $CG/kubepods/burstable/pod* 2> /dev/null
+	rmdir $CG/kubepods/burstable/pod* $CG/*/kubepods/burstable/pod* 2> /dev/null
 	return 0
 }
 

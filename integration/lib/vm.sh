@@ -49,7 +49,8 @@ vm_probe_kvm() {
 }
 
 # vm_run SHARE RUNDIR TIMEOUT: boots the image with SHARE as 9p tag "share"
-# and waits for it to power off or for TIMEOUT seconds. Guest lines that
+# (and $VM_APPEND on the kernel command line) and waits for it to power off
+# or for TIMEOUT seconds. Guest lines that
 # start with "TB:" are echoed as progress.
 vm_run() {
 	local share=$1 rundir=$2 limit=$3 accel cpu rc=0
@@ -67,7 +68,7 @@ vm_run() {
 		-display none -monitor none -serial "file:$rundir/console.log" \
 		-no-reboot -nic none -pidfile "$rundir/qemu.pid" \
 		-kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 panic=-1 loglevel=4" \
+		-append "root=/dev/vda rw console=ttyS0 panic=-1 loglevel=4${VM_APPEND:+ $VM_APPEND}" \
 		-drive "file=$IMAGE_DIR/rootfs.img,if=virtio,format=raw,cache=unsafe,snapshot=on" \
 		-drive "file=$TOOLS_IMG,if=virtio,format=raw,readonly=on" \
 		-virtfs "local,path=$share,mount_tag=share,security_model=none,id=share" \
