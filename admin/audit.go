@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/runsc-guard/runsc-guard/cgroupfix"
 	"github.com/runsc-guard/runsc-guard/internal/atomicfile"
 )
@@ -138,7 +140,13 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 	// Each gofer serves one container; an app container's gofer belongs
 	// to the pod named by its io.kubernetes.cri.sandbox-id annotation.
 	var sandboxes []cgroupfix.RunscProc
-	goferOf := map[string][]cgroupfix.RunscProc{} // sandbox id -> gofers
+	pods := map[string]*podProcs{} // sandbox id -> its gofers and containers
+	pod := func(sid string) *podProcs {
+		if pods[sid] == nil {
+			pods[sid] = &podProcs{}
+		}
+		return pods[sid]
+	}
 	for _, p := range procs {
 		if p.IsSandbox() {
 			sandboxes = append(sandboxes, p)
@@ -146,14 +154,22 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 		}
 		id := filepath.Base(p.Bundle)
 		sid := id
-		if sp, err := ocispec.Read(opts.bundleDir(p.Bundle, "", id)); err == nil && sp.Annotations[cri.SandboxID] != "" {
+		sp, err := ocispec.Read(opts.bundleDir(p.Bundle, "", id))
+		if err == nil && sp.Annotations[cri.SandboxID] != "" {
 			sid = sp.Annotations[cri.SandboxID]
 		}
-		goferOf[sid] = append(goferOf[sid], p)
+		pp := pod(sid)
+		pp.gofers = append(pp.gofers, p)
+		if err == nil && sp.Annotations[cri.ContainerType] == cri.ContainerTypeContainer {
+			pp.containers++
+			if specMemoryLimit(sp) == 0 {
+				pp.unlimited = append(pp.unlimited, sp.Annotations[cri.ContainerName])
+			}
+		}
 	}
 	reports := make([]SandboxReport, 0, len(sandboxes))
 	for _, s := range sandboxes {
-		reports = append(reports, auditOne(h, opts, s, goferOf[s.Sandbox.ContainerID]))
+		reports = append(reports, auditOne(h, opts, s, pod(s.Sandbox.ContainerID)))
 	}
 	slices.SortFunc(reports, func(a, b SandboxReport) int {
 		return strings.Compare(a.PodNamespace+"\x00"+a.PodName+"\x00"+a.ContainerID, b.PodNamespace+"\x00"+b.PodName+"\x00"+b.ContainerID)
@@ -161,7 +177,25 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 	return reports, nil
 }
 
-func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, gofers []cgroupfix.RunscProc) SandboxReport {
+// podProcs is what the audit found of one pod besides its sandbox: the
+// gofers (one per container) and, from their bundles, its app containers
+// and the names of those that declare no memory limit.
+type podProcs struct {
+	gofers     []cgroupfix.RunscProc
+	containers int
+	unlimited  []string
+}
+
+// specMemoryLimit is a spec's linux.resources.memory.limit (0: none).
+func specMemoryLimit(s *specs.Spec) int64 {
+	if s.Linux == nil || s.Linux.Resources == nil || s.Linux.Resources.Memory == nil || s.Linux.Resources.Memory.Limit == nil {
+		return 0
+	}
+	return max(*s.Linux.Resources.Memory.Limit, 0)
+}
+
+func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, pod *podProcs) SandboxReport {
+	gofers := pod.gofers
 	id := s.Sandbox.ContainerID
 	r := SandboxReport{
 		ContainerID: id, PID: s.PID,
@@ -198,6 +232,9 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, g
 			r.PodCPUs = res.Effective.CPUs()
 			r.PodLimit = podLimit(res)
 			r.Notes = append(r.Notes, res.Warnings...)
+			if r.PodLimit == 0 && res.Annotation != nil && res.Annotation.MemoryLimited() {
+				unlimitedPod(&r, res.Annotation.MemoryBytes, pod, atRisk)
+			}
 		}
 	}
 
@@ -236,6 +273,27 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, g
 		r.Verdict = VerdictOK
 	}
 	return r
+}
+
+// unlimitedPod tells apart the two ways a pod cgroup has no memory limit
+// while the CRI sandbox-memory annotation declares one. kubelet sets the
+// pod's limit only when every container declares one, and the annotation
+// sums only the declared limits: a container without a limit is kubelet's
+// intent (UNLIMITED). When every container of the pod declares a limit,
+// kubelet made the pod cgroup with it, so a pod cgroup without one was
+// made by someone else (runsc or systemd creating a missing pod cgroup):
+// AT-RISK. A pod with no container yet cannot be told; it is noted.
+func unlimitedPod(r *SandboxReport, declared uint64, pod *podProcs, atRisk func(string, ...any)) {
+	switch {
+	case len(pod.unlimited) > 0:
+		r.Notes = append(r.Notes, fmt.Sprintf("pod cgroup without a memory limit as kubelet makes it: container %s declares none (sandbox-memory %s sums the others)",
+			strings.Join(pod.unlimited, ", "), formatBytes(declared)))
+	case pod.containers > 0:
+		atRisk("pod cgroup %s has no memory limit though each of its %d containers declares one (sandbox-memory %s): kubelet did not make it so",
+			r.PodCgroup, pod.containers, formatBytes(declared))
+	default:
+		r.Notes = append(r.Notes, fmt.Sprintf("pod cgroup without a memory limit, sandbox-memory %s: no container yet to tell whether kubelet meant it", formatBytes(declared)))
+	}
 }
 
 // readRecord reads the guard's decision record from the bundle.

@@ -102,6 +102,20 @@ func TestAudit(t *testing.T) {
 			wantVerdict: VerdictOK, wantPodLimit: 256 * mib,
 		},
 		{
+			// kubelet sets the pod's limit only when every container
+			// declares one: here each does, so a pod cgroup without one
+			// is not kubelet's (runsc or systemd made it).
+			name:        "pod cgroup without a limit, every container declares one",
+			pod:         fakePod{name: "web", uid: "12", sandboxMemory: limit256, appLimit: 256 * mib},
+			wantVerdict: VerdictAtRisk,
+			wantReasons: []string{`^pod cgroup /kubepods\.slice/.*pod12\.slice has no memory limit though each of its 1 containers declares one \(sandbox-memory 256Mi\)`},
+		},
+		{
+			name:        "pod cgroup without a limit, a container declares none",
+			pod:         fakePod{name: "web", uid: "13", sandboxMemory: limit256},
+			wantVerdict: VerdictUnlimited,
+		},
+		{
 			name:        "guard record written by a run that warned",
 			pod:         fakePod{name: "web", uid: "11", limit: limit256, totalMemory: 1 << 30, rec: &cgroupfix.Record{Actions: []string{"move"}, Outcome: "warn"}},
 			wantVerdict: VerdictAtRisk, wantPodLimit: 256 * mib, wantGuarded: true,

@@ -77,10 +77,13 @@ func (n *fakeNode) process(argv []string, cgroup string) int {
 }
 
 // bundle writes <state>/io.containerd.runtime.v2.task/k8s.io/<id>/config.json.
-func (n *fakeNode) bundle(id, cgroupsPath string, ann map[string]string, rec *cgroupfix.Record) string {
+func (n *fakeNode) bundle(id, cgroupsPath string, ann map[string]string, rec *cgroupfix.Record, memLimit int64) string {
 	n.tb.Helper()
 	dir := filepath.Join(n.state, taskDir, "k8s.io", id)
 	spec := specs.Spec{Annotations: ann, Linux: &specs.Linux{CgroupsPath: cgroupsPath}}
+	if memLimit > 0 {
+		spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &memLimit}}
+	}
 	b, err := json.Marshal(spec)
 	if err != nil {
 		n.tb.Fatal(err)
@@ -112,6 +115,11 @@ type fakePod struct {
 	// noBundleFlag drops --bundle from the sandbox command line (runsc
 	// still has --root).
 	noBundleFlag bool
+	// sandboxMemory is the sandbox's io.kubernetes.cri.sandbox-memory
+	// annotation ("": none); appLimit the app container's spec memory
+	// limit (0: none).
+	sandboxMemory string
+	appLimit      int64
 }
 
 // ids returns the sandbox and app container ids of a pod.
@@ -156,8 +164,11 @@ func (n *fakeNode) add(p fakePod) (id, podCgroup string) {
 		cri.SandboxNamespace:               "default",
 		cri.SandboxUID:                     p.uid,
 	}
-	n.bundle(id, cgroupsPath, ann, p.rec)
-	n.bundle(app, appPath, map[string]string{"io.kubernetes.cri.container-type": "container", cri.SandboxID: id}, nil)
+	if p.sandboxMemory != "" {
+		ann[cri.SandboxMemory] = p.sandboxMemory
+	}
+	n.bundle(id, cgroupsPath, ann, p.rec, 0)
+	n.bundle(app, appPath, map[string]string{"io.kubernetes.cri.container-type": "container", cri.SandboxID: id, cri.ContainerName: "app"}, nil, p.appLimit)
 	// Command lines name the host's bundles; the audit maps them into
 	// its --state-dir.
 	bundle := "/run/containerd/" + taskDir + "/k8s.io/" + id

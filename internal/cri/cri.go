@@ -12,6 +12,7 @@ const (
 	SandboxName            = "io.kubernetes.cri.sandbox-name"
 	SandboxNamespace       = "io.kubernetes.cri.sandbox-namespace"
 	SandboxUID             = "io.kubernetes.cri.sandbox-uid"
+	ContainerName          = "io.kubernetes.cri.container-name"
 	ContainerTypeSandbox   = "sandbox"
 	ContainerTypeContainer = "container"
 )
