@@ -132,7 +132,13 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: detect cgroup version of %s: %w", opts.CgroupRoot, err)
 	}
+	// Opened once for all sandboxes; when that fails, each sandbox's
+	// Resolve reports why as its AT-RISK reason.
 	h := cgroupfix.Hierarchy{Root: opts.CgroupRoot, Version: version}
+	if opened, closeH, err := h.Open(); err == nil {
+		h = opened
+		defer closeH()
+	}
 	procs, err := cgroupfix.ScanRunsc(opts.ProcRoot)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)

@@ -3,6 +3,8 @@ package cgroupfix
 import (
 	"errors"
 	"fmt"
+
+	"github.com/runsc-guard/runsc-guard/internal/safefile"
 )
 
 // Sentinel errors. Check them with errors.Is; the returned errors wrap them
@@ -17,8 +19,9 @@ var (
 	// itself would reject.
 	ErrInvalidSlice = errors.New("invalid systemd slice name")
 	// ErrPathEscape is returned when a path would resolve outside the root
-	// it is joined to, or cannot be proven to stay inside it.
-	ErrPathEscape = errors.New("path escapes root")
+	// it is joined to, passes through a symlink where none may be, or
+	// cannot be proven to stay inside it (safefile.ErrEscape).
+	ErrPathEscape = safefile.ErrEscape
 	// ErrUnknownHierarchy is returned when a directory is neither a cgroup
 	// v2 mount nor a cgroup v1 hierarchy with a memory controller.
 	ErrUnknownHierarchy = errors.New("unknown cgroup hierarchy")

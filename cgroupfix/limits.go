@@ -1,7 +1,6 @@
 package cgroupfix
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"github.com/runsc-guard/runsc-guard/internal/safefile"
@@ -10,6 +9,7 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,6 +55,33 @@ func DetectVersion(root string) (Version, error) {
 type Hierarchy struct {
 	Root    string
 	Version Version
+	// open, when set by Open, are the controllers' directories opened once
+	// for every read through this Hierarchy.
+	open *bases
+}
+
+// Open returns h with the directories its limits are read beneath opened
+// once, for a process that reads many (the guard's server, an audit),
+// and the func that closes them. Without it each read opens them anew.
+func (h Hierarchy) Open() (Hierarchy, func(), error) {
+	b, err := h.openBases()
+	if err != nil {
+		return h, nil, fmt.Errorf("open cgroup hierarchy %s: %w", h.Root, err)
+	}
+	h.open = &b
+	return h, b.close, nil
+}
+
+// bases returns the opened bases, or opens them for one read (done closes
+// them).
+func (h Hierarchy) bases() (b bases, done func(), err error) {
+	if h.open != nil {
+		return *h.open, func() {}, nil
+	}
+	if b, err = h.openBases(); err != nil {
+		return bases{}, nil, err
+	}
+	return b, b.close, nil
 }
 
 // v1 CPU controller mount names, in the order they are tried. On most
@@ -179,6 +206,10 @@ const memoryUnlimitedThreshold = uint64(1) << 62
 // maxLimitFile bounds how much of a limit file is read.
 const maxLimitFile = 4096
 
+// limitBufSize is the scratch buffer limit files are read into: every
+// valid one fits; a longer one grows it up to maxLimitFile.
+const limitBufSize = 64
+
 // errTooLong is the cause inside a *ParseError for a limit file longer
 // than any valid one.
 var errTooLong = errors.New("value too long")
@@ -202,11 +233,15 @@ func readSmall(file string, r io.Reader) (string, error) {
 // single positive decimal integer, including 0, a negative number or one
 // that overflows uint64, is a *ParseError.
 func ParseMemoryMax(r io.Reader) (uint64, error) {
-	const file = "memory.max"
-	raw, err := readSmall(file, r)
+	raw, err := readSmall("memory.max", r)
 	if err != nil {
 		return 0, err
 	}
+	return parseMemoryMax(raw)
+}
+
+func parseMemoryMax(raw string) (uint64, error) {
+	const file = "memory.max"
 	s := strings.TrimSpace(raw)
 	if s == "max" {
 		return 0, nil
@@ -246,18 +281,25 @@ func parseUint(file, s string) (uint64, error) {
 // unlimited) or "50000 100000". A lone "max" or "<quota>" gets the default
 // period. A zero or negative quota or period is a *ParseError.
 func ParseCPUMax(r io.Reader) (quota int64, period uint64, err error) {
-	const file = "cpu.max"
-	raw, err := readSmall(file, r)
+	raw, err := readSmall("cpu.max", r)
 	if err != nil {
 		return 0, 0, err
 	}
+	return parseCPUMax(raw)
+}
+
+func parseCPUMax(raw string) (quota int64, period uint64, err error) {
+	const file = "cpu.max"
 	s := strings.TrimSpace(raw)
-	f := strings.Fields(s)
-	if len(f) < 1 || len(f) > 2 {
+	// One or two fields, one space between (strings.Fields without its
+	// allocation).
+	q0, p0, two := strings.Cut(s, " ")
+	if q0 == "" || strings.ContainsAny(p0, " \t\n") || strings.ContainsAny(q0, "\t\n") || (two && p0 == "") {
 		return 0, 0, newParseError(file, s, strconv.ErrSyntax)
 	}
+	f := [2]string{q0, p0}
 	period = DefaultCPUPeriod
-	if len(f) == 2 {
+	if two {
 		if period, err = parseUint(file, f[1]); err != nil {
 			return 0, 0, err
 		}
@@ -285,11 +327,15 @@ func ParseCPUMax(r io.Reader) (quota int64, period uint64, err error) {
 // (returned as -1), a positive value is the quota, anything else is a
 // *ParseError.
 func ParseCPUQuotaV1(r io.Reader) (int64, error) {
-	const file = "cpu.cfs_quota_us"
-	raw, err := readSmall(file, r)
+	raw, err := readSmall("cpu.cfs_quota_us", r)
 	if err != nil {
 		return 0, err
 	}
+	return parseCPUQuotaV1(raw)
+}
+
+func parseCPUQuotaV1(raw string) (int64, error) {
+	const file = "cpu.cfs_quota_us"
 	s := strings.TrimSpace(raw)
 	if s == "-1" {
 		return -1, nil
@@ -310,11 +356,15 @@ func ParseCPUQuotaV1(r io.Reader) (int64, error) {
 // ParseCPUPeriodV1 parses a cgroup v1 cpu.cfs_period_us, a positive
 // integer.
 func ParseCPUPeriodV1(r io.Reader) (uint64, error) {
-	const file = "cpu.cfs_period_us"
-	raw, err := readSmall(file, r)
+	raw, err := readSmall("cpu.cfs_period_us", r)
 	if err != nil {
 		return 0, err
 	}
+	return parseCPUPeriodV1(raw)
+}
+
+func parseCPUPeriodV1(raw string) (uint64, error) {
+	const file = "cpu.cfs_period_us"
 	s := strings.TrimSpace(raw)
 	p, err := parseUint(file, s)
 	if err != nil {
@@ -326,26 +376,29 @@ func ParseCPUPeriodV1(r io.Reader) (uint64, error) {
 	return p, nil
 }
 
-// parseFile opens dir/name and runs parse on it. A missing file reports
-// found == false and no error; a parse error gets the full path in File.
-func parseFile[T any](dir, name string, parse func(io.Reader) (T, error)) (v T, found bool, err error) {
-	p := filepath.Join(dir, name)
-	f, err := safefile.Open(p)
+// parseFile reads dir/name beneath d and runs parse on it. A missing file
+// reports found == false and no error; a parse error gets the full path in
+// File.
+func parseFile[T any](d *safefile.Dir, dir, name string, buf []byte, parse func(string) (T, error)) (v T, found bool, err error) {
+	rel := path.Join(dir, name)
+	b, err := d.ReadFile(rel, maxLimitFile, buf)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return v, false, nil
+		case errors.Is(err, safefile.ErrTooLarge):
+			return v, false, newParseError(d.Path(rel), "", errTooLong)
 		}
-		return v, false, fmt.Errorf("read %s: %w", p, err)
+		return v, false, fmt.Errorf("read %s: %w", d.Path(rel), err)
 	}
-	defer f.Close()
-	v, err = parse(bufio.NewReaderSize(f, 128))
+	v, err = parse(string(b))
 	if err != nil {
 		var pe *ParseError
 		if errors.As(err, &pe) {
-			pe.File = p
+			pe.File = d.Path(rel)
 			return v, false, pe
 		}
-		return v, false, fmt.Errorf("read %s: %w", p, err)
+		return v, false, fmt.Errorf("read %s: %w", d.Path(rel), err)
 	}
 	return v, true, nil
 }
@@ -355,8 +408,8 @@ type cpuMax struct {
 	period uint64
 }
 
-func parseCPUMaxPair(r io.Reader) (cpuMax, error) {
-	q, p, err := ParseCPUMax(r)
+func parseCPUMaxPair(raw string) (cpuMax, error) {
+	q, p, err := parseCPUMax(raw)
 	return cpuMax{q, p}, err
 }
 
@@ -364,18 +417,88 @@ func parseCPUMaxPair(r io.Reader) (cpuMax, error) {
 // Missing files, and a missing directory, read as unlimited; a file that
 // exists but does not parse is an error.
 func (h Hierarchy) ReadLimits(dir string) (Limits, error) {
-	mdir, err := h.MemoryDir(dir)
+	b, done, err := h.bases()
 	if err != nil {
-		return Limits{}, err
+		return Limits{}, fmt.Errorf("read limits of %s: %w", dir, err)
 	}
-	cdir := mdir
-	if h.Version != V2 {
-		if cdir, err = h.CPUDir(dir); err != nil {
-			return Limits{}, err
+	defer done()
+	l, _, err := b.readLimits(h.Version, dir, make([]byte, 0, limitBufSize))
+	return l, err
+}
+
+// bases are the open directories under which the memory and the CPU files
+// of every cgroup are read: the root on v2; on v1 the memory and the cpu
+// controllers' (cpu is nil on a v1 node without one).
+type bases struct{ mem, cpu *safefile.Dir }
+
+// openBases opens h's bases. On v1 a controller may be a symlink to a
+// sibling in the root (cpu -> cpu,cpuacct), never out of it: a link out of
+// the root must not make the guard read another tree's limits.
+func (h Hierarchy) openBases() (bases, error) {
+	switch h.Version {
+	case V2:
+		d, err := safefile.OpenDir(h.Root)
+		if err != nil {
+			return bases{}, err
+		}
+		return bases{mem: d, cpu: d}, nil
+	case V1:
+		mem, err := h.v1Controller("memory")
+		if err != nil {
+			return bases{}, fmt.Errorf("v1 memory controller: %w", err)
+		}
+		b := bases{mem: mem}
+		for _, m := range v1CPUMounts {
+			b.cpu, err = h.v1Controller(m)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				mem.Close()
+				return bases{}, fmt.Errorf("v1 cpu controller: %w", err)
+			}
+		}
+		return b, nil
+	}
+	return bases{}, fmt.Errorf("%w (version %v)", ErrUnknownHierarchy, h.Version)
+}
+
+func (b bases) close() {
+	b.mem.Close()
+	if b.cpu != nil && b.cpu != b.mem {
+		b.cpu.Close()
+	}
+}
+
+// v1Controller opens the v1 controller directory name in h.Root: a
+// directory, or a symlink to a directory beside it.
+func (h Hierarchy) v1Controller(name string) (*safefile.Dir, error) {
+	p := filepath.Join(h.Root, name)
+	st, err := os.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode()&fs.ModeSymlink != 0 {
+		t, err := os.Readlink(p)
+		if err != nil {
+			return nil, err
+		}
+		if filepath.IsAbs(t) && filepath.Dir(filepath.Clean(t)) == filepath.Clean(h.Root) {
+			t = filepath.Base(t)
+		}
+		t = strings.TrimPrefix(t, "./")
+		if strings.Contains(t, "/") || t == ".." || t == "." || t == "" {
+			return nil, fmt.Errorf("%w: %s links to %s, not to a controller beside it", ErrPathEscape, p, t)
+		}
+		p = filepath.Join(h.Root, t)
+		if st, err = os.Lstat(p); err != nil {
+			return nil, err
 		}
 	}
-	l, _, err := h.readLimitsAt(mdir, cdir)
-	return l, err
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%w: %s is not a directory", ErrPathEscape, p)
+	}
+	return safefile.OpenDir(p)
 }
 
 // controllerBases returns the directories under which the memory and the
@@ -406,50 +529,50 @@ func (h Hierarchy) controllerBases() (mem, cpu string, err error) {
 	return "", "", fmt.Errorf("%w (version %v)", ErrUnknownHierarchy, h.Version)
 }
 
-// readLimitsAt reads the limits from the host directories holding one
-// cgroup's memory and CPU files (the same directory on v2), and reports
-// whether either directory exists.
-func (h Hierarchy) readLimitsAt(mdir, cdir string) (l Limits, exists bool, err error) {
+// readLimits reads the limits of the cgroup dir (relative to the root)
+// beneath b, and reports whether its directory exists in either
+// controller. buf is scratch space for the files.
+func (b bases) readLimits(v Version, dir string, buf []byte) (l Limits, exists bool, err error) {
 	name := "memory.max"
-	if h.Version == V1 {
+	if v == V1 {
 		name = "memory.limit_in_bytes"
 	}
 	// Try the file first: when it is there, the directory is too, and the
-	// stat is saved.
-	mem, found, err := parseFile(mdir, name, ParseMemoryMax)
+	// check is saved.
+	mem, found, err := parseFile(b.mem, dir, name, buf, parseMemoryMax)
 	if err != nil {
 		return Limits{}, true, err
 	}
-	if found || isDir(mdir) {
+	if found || dir == "/" || b.mem.IsDir(dir) {
 		exists = true
 		l.MemoryBytes = mem
 	}
-	if (h.Version == V2 && exists) || (h.Version == V1 && isDir(cdir)) {
-		exists = true
-		switch h.Version {
-		case V2:
-			c, found, err := parseFile(cdir, "cpu.max", parseCPUMaxPair)
+	switch {
+	case v == V2 && exists:
+		c, found, err := parseFile(b.cpu, dir, "cpu.max", buf, parseCPUMaxPair)
+		if err != nil {
+			return Limits{}, true, err
+		}
+		if found && c.quota > 0 {
+			l.CPUQuota, l.CPUPeriod = c.quota, c.period
+		}
+	case v == V1 && b.cpu != nil:
+		q, found, err := parseFile(b.cpu, dir, "cpu.cfs_quota_us", buf, parseCPUQuotaV1)
+		if err != nil {
+			return Limits{}, true, err
+		}
+		if found || dir == "/" || b.cpu.IsDir(dir) {
+			exists = true
+		}
+		if found && q > 0 {
+			p, pfound, err := parseFile(b.cpu, dir, "cpu.cfs_period_us", buf, parseCPUPeriodV1)
 			if err != nil {
 				return Limits{}, true, err
 			}
-			if found && c.quota > 0 {
-				l.CPUQuota, l.CPUPeriod = c.quota, c.period
+			if !pfound {
+				p = DefaultCPUPeriod
 			}
-		case V1:
-			q, found, err := parseFile(cdir, "cpu.cfs_quota_us", ParseCPUQuotaV1)
-			if err != nil {
-				return Limits{}, true, err
-			}
-			if found && q > 0 {
-				p, pfound, err := parseFile(cdir, "cpu.cfs_period_us", ParseCPUPeriodV1)
-				if err != nil {
-					return Limits{}, true, err
-				}
-				if !pfound {
-					p = DefaultCPUPeriod
-				}
-				l.CPUQuota, l.CPUPeriod = q, p
-			}
+			l.CPUQuota, l.CPUPeriod = q, p
 		}
 	}
 	return l, exists, nil

@@ -50,10 +50,11 @@ func MoveToCgroupfs(h Hierarchy, dir string, pids []int, memoryMax uint64) error
 		if h.Version == V1 {
 			name = "memory.limit_in_bytes"
 		}
-		cur, _, err := parseFile(d, name, ParseMemoryMax)
+		l, err := h.ReadLimits(clean)
 		if err != nil {
 			return fmt.Errorf("move to cgroup %s: %w", dir, err)
 		}
+		cur := l.MemoryBytes
 		if cur == 0 || memoryMax < cur {
 			if err := writeFile(filepath.Join(d, name), strconv.FormatUint(memoryMax, 10)); err != nil {
 				return err

@@ -3,7 +3,7 @@ package cgroupfix
 import (
 	"fmt"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
-	"path/filepath"
+	"path"
 	"strconv"
 	"strings"
 
@@ -84,26 +84,17 @@ func Resolve(h Hierarchy, in ResolveInput) (Resolution, error) {
 	}
 	res := Resolution{Path: cp, PodCgroup: cp.Parent}
 
-	memBase, cpuBase, err := h.controllerBases()
+	b, done, err := h.bases()
 	if err != nil {
 		return Resolution{}, fmt.Errorf("resolve limits of %s: %w", cp.Raw, err)
 	}
-	memDirs, err := secureChain(memBase, cp.Dir)
-	if err != nil {
-		return Resolution{}, fmt.Errorf("resolve limits of %s: %w", cp.Raw, err)
-	}
-	cpuDirs := memDirs
-	if h.Version != V2 {
-		if cpuDirs, err = secureChain(cpuBase, cp.Dir); err != nil {
-			return Resolution{}, fmt.Errorf("resolve limits of %s: %w", cp.Raw, err)
-		}
-	}
+	defer done()
+	buf := make([]byte, 0, limitBufSize)
 
 	var cgroupEff Limits
 	var memFrom, cpuFrom string
-	i := 0
-	for d := cp.Dir; ; d, i = filepath.Dir(d), i+1 {
-		l, exists, err := h.readLimitsAt(memDirs[i], cpuDirs[i])
+	for d := cp.Dir; ; d = path.Dir(d) {
+		l, exists, err := b.readLimits(h.Version, d, buf)
 		if err != nil {
 			return Resolution{}, fmt.Errorf("resolve limits of %s: %w", cp.Raw, err)
 		}

@@ -509,7 +509,7 @@ func TestResolveHostileFiles(t *testing.T) {
 		err  error
 	}{
 		{"FIFO memory.max", func(p string) error { return syscall.Mkfifo(p, 0o600) }, safefile.ErrNotRegular},
-		{"symlinked memory.max", func(p string) error { return os.Symlink("/proc/self/status", p) }, safefile.ErrNotRegular},
+		{"symlinked memory.max", func(p string) error { return os.Symlink("/proc/self/status", p) }, safefile.ErrEscape},
 		{"huge memory.max", func(p string) error { return os.WriteFile(p, make([]byte, 1<<20), 0o644) }, errTooLong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -80,39 +80,3 @@ func secureJoin(root, rel string) (resolved, realRoot string, err error) {
 		cur = filepath.Dir(cur)
 	}
 }
-
-// secureChain returns the host paths of dir and of each of its ancestors
-// up to "/" (leaf first) under root, each as SecureJoin would return it.
-// When the leaf resolves with no symlink below root, no ancestor has one
-// either, so the ancestors are derived lexically instead of resolved one by
-// one.
-func secureChain(root, dir string) ([]string, error) {
-	dir = filepath.Clean("/" + dir)
-	leaf, realRoot, err := secureJoin(root, dir)
-	if err != nil {
-		return nil, err
-	}
-	n := strings.Count(dir, "/") + 1
-	if dir == "/" {
-		n = 1
-	}
-	out := make([]string, 0, n)
-	if leaf == filepath.Join(realRoot, dir) {
-		for d := dir; ; d = filepath.Dir(d) {
-			out = append(out, filepath.Join(realRoot, d))
-			if d == "/" {
-				return out, nil
-			}
-		}
-	}
-	out = append(out, leaf)
-	for d := dir; d != "/"; {
-		d = filepath.Dir(d)
-		p, err := SecureJoin(root, d)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}

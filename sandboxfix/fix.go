@@ -88,6 +88,11 @@ func (s *SandboxFix) hierarchy() (cgroupfix.Hierarchy, error) {
 			return
 		}
 		s.hier = cgroupfix.Hierarchy{Root: s.Config.CgroupRoot, Version: v}
+		// Opened for the life of the guard's server, which reads the
+		// pod's limits at every sandbox Create; unopened it still works.
+		if h, _, err := s.hier.Open(); err == nil {
+			s.hier = h
+		}
 	})
 	return s.hier, s.hierErr
 }

@@ -509,7 +509,13 @@ cgroup_of() {
 	if [ "$CGV" = 2 ]; then
 		sed -n 's/^0:://p' "/proc/$1/cgroup" 2> /dev/null
 	else
-		awk -F: -v c="${2:-memory}" '{ n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) { print $3; exit } }' "/proc/$1/cgroup" 2> /dev/null
+		# "ID:CONTROLLERS:PATH", and PATH may hold colons (runsc's
+		# literal slice:prefix:name directory).
+		awk -v c="${2:-memory}" '{
+			i = index($0, ":"); rest = substr($0, i + 1); j = index(rest, ":")
+			n = split(substr(rest, 1, j - 1), a, ",")
+			for (k = 1; k <= n; k++) if (a[k] == c) { print substr(rest, j + 1); exit }
+		}' "/proc/$1/cgroup" 2> /dev/null
 	fi
 }
 
