@@ -139,6 +139,7 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 		h = opened
 		defer closeH()
 	}
+	h = h.Snapshot() // pods share their ancestors' limits: read once
 	procs, err := cgroupfix.ScanRunsc(opts.ProcRoot)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -153,6 +154,7 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 		}
 		return pods[sid]
 	}
+	read := specReader{}
 	for _, p := range procs {
 		if p.IsSandbox() {
 			sandboxes = append(sandboxes, p)
@@ -160,7 +162,7 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 		}
 		id := filepath.Base(p.Bundle)
 		sid := id
-		sp, err := ocispec.Read(opts.bundleDir(p.Bundle, "", id))
+		sp, err := read.spec(opts.bundleDir(p.Bundle, "", id))
 		if err == nil && sp.Annotations[cri.SandboxID] != "" {
 			sid = sp.Annotations[cri.SandboxID]
 		}
@@ -175,7 +177,7 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 	}
 	reports := make([]SandboxReport, 0, len(sandboxes))
 	for _, s := range sandboxes {
-		reports = append(reports, auditOne(h, opts, s, pod(s.Sandbox.ContainerID)))
+		reports = append(reports, auditOne(h, opts, s, pod(s.Sandbox.ContainerID), read))
 	}
 	slices.SortFunc(reports, func(a, b SandboxReport) int {
 		return strings.Compare(a.PodNamespace+"\x00"+a.PodName+"\x00"+a.ContainerID, b.PodNamespace+"\x00"+b.PodName+"\x00"+b.ContainerID)
@@ -200,7 +202,25 @@ func specMemoryLimit(s *specs.Spec) int64 {
 	return max(*s.Linux.Resources.Memory.Limit, 0)
 }
 
-func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, pod *podProcs) SandboxReport {
+// specReader reads each bundle's spec once per audit: a pod's sandbox
+// bundle is read for its gofer and for the sandbox.
+type specReader map[string]specRead
+
+type specRead struct {
+	s   *specs.Spec
+	err error
+}
+
+func (r specReader) spec(bundle string) (*specs.Spec, error) {
+	if c, ok := r[bundle]; ok {
+		return c.s, c.err
+	}
+	s, err := ocispec.Read(bundle)
+	r[bundle] = specRead{s, err}
+	return s, err
+}
+
+func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, pod *podProcs, read specReader) SandboxReport {
 	gofers := pod.gofers
 	id := s.Sandbox.ContainerID
 	r := SandboxReport{
@@ -211,7 +231,7 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, p
 	atRisk := func(format string, a ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, a...)) }
 
 	r.readRecord()
-	spec, err := ocispec.Read(r.Bundle)
+	spec, err := read.spec(r.Bundle)
 	if err != nil {
 		atRisk("pod limit unreadable: read sandbox spec: %v", err)
 	} else {

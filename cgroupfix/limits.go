@@ -58,6 +58,37 @@ type Hierarchy struct {
 	// open, when set by Open, are the controllers' directories opened once
 	// for every read through this Hierarchy.
 	open *bases
+	// seen, when set by Snapshot, holds each cgroup's limits as first
+	// read.
+	seen map[string]cachedLimits
+}
+
+type cachedLimits struct {
+	l      Limits
+	exists bool
+	err    error
+}
+
+// Snapshot returns h reading each cgroup's limits once: for a view of the
+// node at one moment, such as an audit, where the pods share ancestors
+// (kubepods.slice, the QoS slices). Not safe for concurrent use.
+func (h Hierarchy) Snapshot() Hierarchy {
+	h.seen = map[string]cachedLimits{}
+	return h
+}
+
+// readLimits reads dir's limits beneath b, or remembers them in a
+// Snapshot.
+func (h Hierarchy) readLimits(b bases, dir string, buf []byte) (Limits, bool, error) {
+	if h.seen == nil {
+		return b.readLimits(h.Version, dir, buf)
+	}
+	if c, ok := h.seen[dir]; ok {
+		return c.l, c.exists, c.err
+	}
+	l, exists, err := b.readLimits(h.Version, dir, buf)
+	h.seen[dir] = cachedLimits{l, exists, err}
+	return l, exists, err
 }
 
 // Open returns h with the directories its limits are read beneath opened
@@ -422,7 +453,7 @@ func (h Hierarchy) ReadLimits(dir string) (Limits, error) {
 		return Limits{}, fmt.Errorf("read limits of %s: %w", dir, err)
 	}
 	defer done()
-	l, _, err := b.readLimits(h.Version, dir, make([]byte, 0, limitBufSize))
+	l, _, err := h.readLimits(b, dir, make([]byte, 0, limitBufSize))
 	return l, err
 }
 

@@ -259,37 +259,52 @@ func pids(procRoot string) ([]int, error) {
 	return out, nil
 }
 
-// readCmdline reads <procRoot>/<pid>/cmdline. Processes that exit while
-// we scan simply vanish; callers skip any error.
-func readCmdline(procRoot string, pid int) ([]string, error) {
-	p := filepath.Join(procRoot, strconv.Itoa(pid), "cmdline")
-	f, err := safefile.Open(p)
+// procReader reads the files of processes beneath an opened /proc root
+// (safefile.Dir), into one reused buffer.
+type procReader struct {
+	d   *safefile.Dir
+	buf []byte
+}
+
+func openProc(procRoot string) (*procReader, error) {
+	d, err := safefile.OpenDir(procRoot)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return splitCmdline(f)
+	return &procReader{d: d, buf: make([]byte, 0, 4096)}, nil
 }
 
-// ProcCgroup returns the cgroup of pid under procRoot: the v2 path, or
-// the v1 memory controller's path when there is no v2 one.
-func ProcCgroup(procRoot string, pid int) (string, error) {
-	cg, _, err := ProcCgroups(procRoot, pid)
-	return cg, err
-}
+func (r *procReader) close() { r.d.Close() }
 
-// ProcCgroups returns what ProcCgroup does and, on cgroup v1, the
-// process's cgroups in the cpu and pids hierarchies (Proc.Controllers).
-func ProcCgroups(procRoot string, pid int) (string, map[string]string, error) {
-	p := filepath.Join(procRoot, strconv.Itoa(pid), "cgroup")
-	f, err := safefile.Open(p)
-	if err != nil {
-		return "", nil, fmt.Errorf("read %s: %w", p, err)
+// read reads <pid>/<name>, of at most maxCmdline bytes; the result is
+// valid until the next read.
+func (r *procReader) read(pid int, name string) ([]byte, error) {
+	b, err := r.d.ReadFile(strconv.Itoa(pid)+"/"+name, maxCmdline, r.buf)
+	if cap(b) > cap(r.buf) {
+		r.buf = b[:0]
 	}
-	defer f.Close()
-	v2, v1, err := ParseProcCgroup(f)
+	return b, err
+}
+
+// cmdline reads <procRoot>/<pid>/cmdline. Processes that exit while
+// we scan simply vanish; callers skip any error.
+func (r *procReader) cmdline(pid int) ([]string, error) {
+	b, err := r.read(pid, "cmdline")
 	if err != nil {
-		return "", nil, fmt.Errorf("read %s: %w", p, err)
+		return nil, err
+	}
+	return splitCmdline(bytes.NewReader(b))
+}
+
+// cgroups is ProcCgroups through r.
+func (r *procReader) cgroups(pid int) (string, map[string]string, error) {
+	b, err := r.read(pid, "cgroup")
+	if err != nil {
+		return "", nil, fmt.Errorf("read %s: %w", r.d.Path(strconv.Itoa(pid)+"/cgroup"), err)
+	}
+	v2, v1, err := ParseProcCgroup(bytes.NewReader(b))
+	if err != nil {
+		return "", nil, fmt.Errorf("read %s: %w", r.d.Path(strconv.Itoa(pid)+"/cgroup"), err)
 	}
 	// On a hybrid host the "0::" line exists but the memory controller
 	// is v1's, so prefer the v1 memory path whenever there is one.
@@ -307,6 +322,24 @@ func ProcCgroups(procRoot string, pid int) (string, map[string]string, error) {
 		}
 	}
 	return m, others, nil
+}
+
+// ProcCgroup returns the cgroup of pid under procRoot: the v2 path, or
+// the v1 memory controller's path when there is no v2 one.
+func ProcCgroup(procRoot string, pid int) (string, error) {
+	cg, _, err := ProcCgroups(procRoot, pid)
+	return cg, err
+}
+
+// ProcCgroups returns what ProcCgroup does and, on cgroup v1, the
+// process's cgroups in the cpu and pids hierarchies (Proc.Controllers).
+func ProcCgroups(procRoot string, pid int) (string, map[string]string, error) {
+	r, err := openProc(procRoot)
+	if err != nil {
+		return "", nil, err
+	}
+	defer r.close()
+	return r.cgroups(pid)
 }
 
 // RunscProc is a runsc sandbox or gofer process found by ScanRunsc.
@@ -339,9 +372,14 @@ func ScanRunsc(procRoot string) ([]RunscProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scan runsc processes: %w", err)
 	}
+	r, err := openProc(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("scan runsc processes: %w", err)
+	}
+	defer r.close()
 	var out []RunscProc
 	for _, pid := range all {
-		args, err := readCmdline(procRoot, pid)
+		args, err := r.cmdline(pid)
 		if err != nil || len(args) == 0 {
 			continue // exited, or a kernel thread
 		}
@@ -369,7 +407,7 @@ func ScanRunsc(procRoot string) ([]RunscProc, error) {
 		default:
 			continue
 		}
-		if p.Cgroup, p.Controllers, err = ProcCgroups(procRoot, pid); err != nil {
+		if p.Cgroup, p.Controllers, err = r.cgroups(pid); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // exited while we looked
 			}

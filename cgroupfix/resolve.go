@@ -94,7 +94,7 @@ func Resolve(h Hierarchy, in ResolveInput) (Resolution, error) {
 	var cgroupEff Limits
 	var memFrom, cpuFrom string
 	for d := cp.Dir; ; d = path.Dir(d) {
-		l, exists, err := b.readLimits(h.Version, d, buf)
+		l, exists, err := h.readLimits(b, d, buf)
 		if err != nil {
 			return Resolution{}, fmt.Errorf("resolve limits of %s: %w", cp.Raw, err)
 		}
