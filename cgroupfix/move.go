@@ -121,3 +121,46 @@ func writeFile(p, v string) error {
 	}
 	return nil
 }
+
+// unifiedMount is where systemd mounts its cgroup v2 hierarchy beside the
+// v1 controllers on a hybrid node (systemd.unified_cgroup_hierarchy=0
+// without systemd.legacy_systemd_cgroup_controller: Debian 12's systemd
+// 252, for one).
+const unifiedMount = "unified"
+
+// JoinUnified puts pids into cgroup dir of a hybrid node's cgroup v2
+// hierarchy, where systemd tracks which processes belong to a unit. That
+// hierarchy has no controllers: the move charges nothing and limits
+// nothing, it only tells systemd that the processes are the unit's. runsc
+// knows only the v1 controllers (and name=systemd), so without it systemd
+// sees a scope runsc joined as empty, stops it at once and leaves its v1
+// directories behind. A node without that hierarchy, or without dir in
+// it, needs nothing: it returns nil.
+func JoinUnified(h Hierarchy, dir string, pids []int) error {
+	if h.Version != V1 {
+		return nil
+	}
+	base := filepath.Join(h.Root, unifiedMount)
+	if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
+		return nil
+	}
+	d, err := SecureJoin(base, dir)
+	if err != nil {
+		return fmt.Errorf("join unified cgroup %s: %w", dir, err)
+	}
+	if !isDir(d) {
+		return nil
+	}
+	p := filepath.Join(d, "cgroup.procs")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|oNoFollow, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	defer f.Close()
+	for _, pid := range pids {
+		if err := writePID(f, pid); err != nil {
+			return fmt.Errorf("write pid %d to %s: %w", pid, p, err)
+		}
+	}
+	return nil
+}

@@ -74,5 +74,5 @@ func expectV1InPod(t *testing.T, c *scenarioCase) {
 
 // expectRunningAudit: what audit said of the pod while its workload ran.
 func expectRunningAudit(t *testing.T, c *scenarioCase, want string) {
-	c.check(t, c.f["audit_verdict"] == want, "audit verdict %q (%s), want %s", c.f["audit_verdict"], c.f["audit_reasons"], want)
+	c.check(t, c.f["audit_verdict"] == want, "audit verdict %q (%s; stderr %q), want %s", c.f["audit_verdict"], c.f["audit_reasons"], c.f["audit_error"], want)
 }

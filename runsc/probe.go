@@ -22,8 +22,9 @@ type probeResult struct {
 // runsc's own refusal (exit status 2 for a flag it does not define, or
 // any other exit status it chose). A probe that timed out, was killed or
 // could not run is not an answer: it is tried again next time, so a slow
-// moment on a loaded node is not remembered as "flag unknown".
-func probeRunsc(ctx context.Context, runsc string, args ...string) (string, bool) {
+// moment on a loaded node is not remembered as "flag unknown". With a
+// cacheFile, definite answers are kept there too (probecache.go).
+func probeRunsc(ctx context.Context, cacheFile, runsc string, args ...string) (string, bool) {
 	path, err := exec.LookPath(runsc)
 	if err != nil {
 		return "", false
@@ -33,9 +34,19 @@ func probeRunsc(ctx context.Context, runsc string, args ...string) (string, bool
 		r := v.(probeResult)
 		return r.out, r.ok
 	}
+	id := binaryID(path)
+	if cacheFile != "" && id != "" {
+		if r, ok := loadProbe(cacheFile, key, id); ok {
+			runscProbes.Store(key, r)
+			return r.out, r.ok
+		}
+	}
 	r, definite := runProbe(ctx, path, args...)
 	if definite {
 		runscProbes.Store(key, r)
+		if cacheFile != "" && id != "" {
+			storeProbe(cacheFile, key, id, r)
+		}
 	}
 	return r.out, r.ok
 }
@@ -59,13 +70,31 @@ func runProbe(ctx context.Context, path string, args ...string) (probeResult, bo
 // ProbeFlag runs `runsc --flag=true --version`: runsc exits 2 on a
 // flag it does not define.
 func ProbeFlag(ctx context.Context, runsc, flag string) bool {
-	_, ok := probeRunsc(ctx, runsc, "--"+flag+"=true", "--version")
-	return ok
+	return Prober{}.ProbeFlag(ctx, runsc, flag)
 }
 
 // ProbeRelease reads the release date from `runsc --version`.
 func ProbeRelease(ctx context.Context, runsc string) int {
-	out, ok := probeRunsc(ctx, runsc, "--version")
+	return Prober{}.ProbeRelease(ctx, runsc)
+}
+
+// Prober asks runsc binaries what ProbeFlag and ProbeRelease ask, and
+// keeps definite answers in CacheFile too when it is set, so that they
+// outlive the process: each pod's guard is a new process, and a probe is
+// a runsc process start, slow on a loaded node.
+type Prober struct {
+	CacheFile string
+}
+
+// ProbeFlag is ProbeFlag with p's cache.
+func (p Prober) ProbeFlag(ctx context.Context, runsc, flag string) bool {
+	_, ok := probeRunsc(ctx, p.CacheFile, runsc, "--"+flag+"=true", "--version")
+	return ok
+}
+
+// ProbeRelease is ProbeRelease with p's cache.
+func (p Prober) ProbeRelease(ctx context.Context, runsc string) int {
+	out, ok := probeRunsc(ctx, p.CacheFile, runsc, "--version")
 	if !ok {
 		return 0
 	}

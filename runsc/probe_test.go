@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -72,5 +73,58 @@ echo "runsc version release-20260905.0"
 	}
 	if !ProbeFlag(ctx, runsc, "systemd-cgroup") {
 		t.Error("after a timed-out probe, the next one was not run again (a timeout was cached as \"flag unknown\")")
+	}
+}
+
+// TestProbeCacheFile: with a cache file an answer outlives the process
+// that asked (the in-memory cache is dropped here, as a new guard process
+// starts without it), until the runsc binary is replaced.
+func TestProbeCacheFile(t *testing.T) {
+	dir := t.TempDir()
+	runsc := filepath.Join(dir, "runsc")
+	count := filepath.Join(dir, "count")
+	script := `#!/bin/sh
+echo x >> ` + count + `
+echo "runsc version release-20260905.0"
+`
+	write := func() {
+		t.Helper()
+		os.Remove(runsc)
+		if err := os.WriteFile(runsc, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs := func() int {
+		b, _ := os.ReadFile(count)
+		return strings.Count(string(b), "x")
+	}
+	newProcess := func() { runscProbes = sync.Map{} }
+	write()
+	p := Prober{CacheFile: filepath.Join(dir, "state", "probes.json")}
+	ctx := context.Background()
+	if got := p.ProbeRelease(ctx, runsc); got != 20260905 {
+		t.Fatalf("ProbeRelease = %d, want 20260905", got)
+	}
+	newProcess()
+	if got := p.ProbeRelease(ctx, runsc); got != 20260905 || runs() != 1 {
+		t.Errorf("second process: ProbeRelease = %d after %d runs, want 20260905 from the cache file after 1 run", got, runs())
+	}
+	newProcess()
+	if got := (Prober{}).ProbeRelease(ctx, runsc); got != 20260905 || runs() != 2 {
+		t.Errorf("without a cache file: ProbeRelease = %d after %d runs, want a run", got, runs())
+	}
+	newProcess()
+	time.Sleep(10 * time.Millisecond)
+	write() // an upgrade: another inode and change time
+	if got := p.ProbeRelease(ctx, runsc); got != 20260905 || runs() != 3 {
+		t.Errorf("after the binary changed: ProbeRelease = %d after %d runs, want it asked again", got, runs())
+	}
+	if fi, err := os.Stat(p.CacheFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("cache file %v, %v: want mode 0600", fi, err)
+	}
+	os.WriteFile(p.CacheFile, []byte("not json"), 0o600)
+	newProcess()
+	if got := p.ProbeRelease(ctx, runsc); got != 20260905 || runs() != 4 {
+		t.Errorf("with a broken cache file: ProbeRelease = %d after %d runs, want it asked again", got, runs())
 	}
 }

@@ -109,8 +109,8 @@ func New(cfg config.Config) *SandboxFix {
 			}
 			return c, c.Close, nil
 		},
-		KnowsFlag: runsc.ProbeFlag,
-		Release:   runsc.ProbeRelease,
+		KnowsFlag: runsc.Prober{CacheFile: cfg.ProbeCache}.ProbeFlag,
+		Release:   runsc.Prober{CacheFile: cfg.ProbeCache}.ProbeRelease,
 		Now:       time.Now,
 		Hold: func() (Holder, error) {
 			exe, err := os.Executable()
@@ -289,6 +289,30 @@ func (w *work) prepareScope(ctx context.Context) error {
 	}
 	w.rec.Actions = append(w.rec.Actions, "scope")
 	return nil
+}
+
+// tellSystemd puts every process runsc started in the prepared scope into
+// that scope in a hybrid node's cgroup v2 hierarchy too, where systemd
+// tracks a unit's processes (cgroupfix.JoinUnified), before the holder
+// goes. Processes the sandbox forks later follow their parent. A failure
+// leaves the limits holding (they are in the v1 hierarchies) but systemd
+// stopping the scope early: a warning.
+func (w *work) tellSystemd() {
+	if w.rec.RunscCgroupsPath == "" {
+		return
+	}
+	// Twice: a process forked while the first pass moved its parent
+	// was born in the old cgroup.
+	for range 2 {
+		pids, err := cgroupfix.ProcsInCgroup(w.h, w.rec.RunscCgroupsPath)
+		if err == nil {
+			err = cgroupfix.JoinUnified(w.h, w.rec.RunscCgroupsPath, pids)
+		}
+		if err != nil {
+			w.rec.Warnings = append(w.rec.Warnings, fmt.Sprintf("systemd may not see the sandbox in %s: %v", w.rec.RunscCgroupsPath, err))
+			return
+		}
+	}
 }
 
 // releaseHolder lets the scope go once runsc's processes are in it (or
@@ -522,6 +546,7 @@ func (w *work) after(ctx context.Context, resp *taskAPI.CreateTaskResponse) erro
 	if err != nil {
 		return w.fail(ctx, err)
 	}
+	w.tellSystemd()
 	if w.sandbox() && w.rec.Effective.MemoryLimited() && w.rec.TotalMemory > w.rec.Effective.MemoryBytes {
 		// The kernel holds the pod to its limit (the sandbox is inside the
 		// pod cgroup), but gVisor's MemTotal is wrong: a move cannot fix

@@ -133,8 +133,15 @@ func (h *fakeHost) StartTransientUnitContext(_ context.Context, name, mode strin
 			pids = p.Value.Value().([]uint32)
 		}
 	}
+	exp, _ := cgroupfix.ExpandSlice(slice)
+	if h.v1 {
+		// A hybrid node: systemd makes the unit's cgroup in its v2
+		// hierarchy too.
+		if _, err := os.Stat(filepath.Join(h.cgroups, "unified", "cgroup.procs")); err == nil {
+			h.write(h.cgroups, "unified"+exp+"/"+name+"/cgroup.procs", "")
+		}
+	}
 	if !h.moveIgnore {
-		exp, _ := cgroupfix.ExpandSlice(slice)
 		for _, pid := range pids {
 			h.write(h.proc, fmt.Sprintf("%d/cgroup", pid), h.cgroupLines(exp+"/"+name))
 		}

@@ -89,6 +89,7 @@ func createV1(t *testing.T, h *fakeHost, fix *SandboxFix, options string) (*test
 // (which would make a 2026 runsc refuse that path) is off for it.
 func TestV1PrepareScope(t *testing.T) {
 	h := newFakeHostV1(t, "268435456")
+	h.write(h.cgroups, "unified/cgroup.procs", "") // hybrid, as Debian 12 boots v1
 	fix, holder := v1Fix(h, config.PolicyEnforce)
 	var heldAtCreate bool
 	tb, b, err := func() (*testBed, string, error) {
@@ -137,6 +138,14 @@ func TestV1PrepareScope(t *testing.T) {
 	body, _ := os.ReadFile(o.ConfigPath)
 	if !strings.Contains(string(body), "systemd-cgroup = 'false'") {
 		t.Errorf("runsc options keep systemd-cgroup on:\n%s", body)
+	}
+	// systemd tracks a unit's processes in the hybrid node's v2
+	// hierarchy: every process runsc started is the scope's there too.
+	procs, _ := os.ReadFile(filepath.Join(h.cgroups, "unified", podSlice, unit, "cgroup.procs"))
+	for _, pid := range []int{sandboxPID, goferPID, helperPID} {
+		if !strings.Contains(string(procs), fmt.Sprintf("%d\n", pid)) {
+			t.Errorf("pid %d not in the scope's unified cgroup.procs %q", pid, procs)
+		}
 	}
 	r := readRecord(t, b)
 	if diff := cmp.Diff([]string{"spec-limit", "scope", "runsc-flag"}, r.Actions); diff != "" {

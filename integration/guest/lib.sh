@@ -545,6 +545,7 @@ record_sandbox() {
 	if [ "$CGV" = 1 ]; then
 		fact sandbox_cgroup_cpu "$(cgroup_of "$pid" cpu)"
 		fact sandbox_cgroup_pids "$(cgroup_of "$pid" pids)"
+		fact sandbox_cgroup_systemd "$(cgroup_of "$pid" name=systemd)"
 	fi
 	local bundle=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$POD_ID
 	fact bundle "$bundle"

@@ -66,6 +66,11 @@ type Config struct {
 	CgroupRoot string `toml:"cgroup_root"`
 	// ProcRoot is the procfs mount. Default "/proc".
 	ProcRoot string `toml:"proc_root"`
+	// ProbeCache keeps what the guard learnt by running runsc (its
+	// release, the flags it knows) across the guard's processes, one per
+	// pod; "" asks runsc afresh in each. Default
+	// "/run/runsc-guard/probes.json".
+	ProbeCache string `toml:"probe_cache"`
 }
 
 // Default returns the configuration used when no file exists.
@@ -76,6 +81,7 @@ func Default() Config {
 		AddRunscFlags: true,
 		CgroupRoot:    "/sys/fs/cgroup",
 		ProcRoot:      "/proc",
+		ProbeCache:    "/run/runsc-guard/probes.json",
 	}
 }
 

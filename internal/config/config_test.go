@@ -24,8 +24,9 @@ use_sandbox_annotations = true
 add_runsc_flags = false
 cgroup_root = "/mnt/cg"
 proc_root = "/mnt/proc"
+probe_cache = ""
 `, Config{ShimPath: "/opt/runsc/containerd-shim-runsc-v1", Policy: PolicyWarn, UseSandboxAnnotations: true,
-			AddRunscFlags: false, CgroupRoot: "/mnt/cg", ProcRoot: "/mnt/proc"}, nil},
+			AddRunscFlags: false, CgroupRoot: "/mnt/cg", ProcRoot: "/mnt/proc", ProbeCache: ""}, nil},
 		{"partial keeps defaults", "policy = \"enforce\"\n", def, nil},
 		{"unknown key", "polcy = \"warn\"\n", Config{}, ErrBadConfig},
 		{"bad policy", "policy = \"lenient\"\n", Config{}, ErrBadConfig},

@@ -43,5 +43,6 @@ scenario() {
 audit_running() {
 	"$GUARD_BIN" audit --json > "$CASE_DIR/audit.json" 2> "$CASE_DIR/audit.err"
 	fact audit_verdict "$(jq -r --arg id "$POD_ID" '.sandboxes[]? | select(.container_id == $id) | .verdict' "$CASE_DIR/audit.json" 2> /dev/null)"
+	fact audit_error "$(head -c 300 "$CASE_DIR/audit.err")"
 	fact audit_reasons "$(jq -r --arg id "$POD_ID" '.sandboxes[]? | select(.container_id == $id) | (.reasons // []) | join("; ")' "$CASE_DIR/audit.json" 2> /dev/null | cut -c1-400)"
 }
