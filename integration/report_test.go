@@ -71,6 +71,7 @@ func printReport(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	printShimMemory(w)
+	printCost(w)
 	printFaultTables(w)
 	printGaps(w)
 	passed, failed, skipped := 0, 0, 0

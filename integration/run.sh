@@ -24,7 +24,7 @@ for lib in common host binaries image vm; do
 	. "$TB/lib/$lib.sh"
 done
 
-ALL_SCENARIOS="1 2 3 5 6 8 9 11 4 7 12 10 13" # grouped by containerd configuration
+ALL_SCENARIOS="1 2 3 5 6 14 8 9 11 4 7 12 10 13" # grouped by containerd configuration
 V1_SCENARIOS="13" # run in a second boot, on cgroup v1
 CACHE=${RUNSC_GUARD_CACHE:-/var/cache/runsc-guard}
 RUN_DIR=${RUNSC_GUARD_RUN_DIR:-$CACHE/run}
@@ -35,10 +35,10 @@ BOOT_TIMEOUT=300     # boot to the first scenario, and poweroff
 # scenarios: the selected scenario numbers, in run order. Names are
 # accepted too: red green variants cgroupfs never-tighter transparency
 # containerd2 move install containerd17 faults faults-containerd2
-# cgroup-v1 (make demo asks for "red,green").
+# cgroup-v1 cost (make demo asks for "red,green").
 scenarios() {
 	local s want=${SCENARIOS:-all} i
-	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install containerd17 faults faults-containerd2 cgroup-v1)
+	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install containerd17 faults faults-containerd2 cgroup-v1 cost)
 	want=" ${want//,/ } "
 	for i in "${!names[@]}"; do
 		want=${want// ${names[$i]} / $i }
