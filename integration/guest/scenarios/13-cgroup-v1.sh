@@ -11,8 +11,9 @@
 # guard runsc is handed the directory of a scope the guard started under
 # the pod slice: GREEN with no move. The 2026 runsc with systemd-cgroup on
 # (guard-new-sd) shows the guard turning the flag off for the absolute path.
-# audit runs while each pod's workload runs (AT-RISK on the stock shim, OK
-# behind the guard).
+# audit runs once each pod is created, before its workload starts (AT-RISK on
+# the stock shim, OK behind the guard; an OOM-killed sandbox is gone by the
+# time its workload ends).
 scenario() {
 	[ "$CGV" = 1 ] || die "scenario 13 needs the cgroup v1 boot (CGV=$CGV)"
 	say "cgroup v1: $(grep -c . /proc/cgroups) controllers, $(stat -fc %T $CG/memory)"
@@ -22,18 +23,18 @@ scenario() {
 		cmd=$WL_DOUBLER
 		[ $wl = alloc ] && cmd=$WL_ALLOC
 		for r in deb new; do
-			run_workload "sd-$wl-stock-$r" "stock-$r" "$cmd" after_start=audit_running
-			[ -x "$GUARD_BIN" ] && run_workload "sd-$wl-guard-$r" "guard-$r" "$cmd" after_start=audit_running
+			run_workload "sd-$wl-stock-$r" "stock-$r" "$cmd" before_start=audit_running
+			[ -x "$GUARD_BIN" ] && run_workload "sd-$wl-guard-$r" "guard-$r" "$cmd" before_start=audit_running
 		done
 	done
-	[ -x "$GUARD_BIN" ] && run_workload sd-alloc-guard-new-sd guard-new-sd "$WL_ALLOC" after_start=audit_running
+	[ -x "$GUARD_BIN" ] && run_workload sd-alloc-guard-new-sd guard-new-sd "$WL_ALLOC" before_start=audit_running
 	use_containerd 1.6 cgroupfs
 	for wl in ${V1_CGROUPFS_WORKLOADS:-alloc}; do
 		cmd=$WL_DOUBLER
 		[ $wl = alloc ] && cmd=$WL_ALLOC
 		for r in deb new; do
-			run_workload "fs-$wl-stock-$r" "stock-$r" "$cmd" driver=cgroupfs after_start=audit_running
-			[ -x "$GUARD_BIN" ] && run_workload "fs-$wl-guard-$r" "guard-$r" "$cmd" driver=cgroupfs after_start=audit_running
+			run_workload "fs-$wl-stock-$r" "stock-$r" "$cmd" driver=cgroupfs before_start=audit_running
+			[ -x "$GUARD_BIN" ] && run_workload "fs-$wl-guard-$r" "guard-$r" "$cmd" driver=cgroupfs before_start=audit_running
 		done
 	done
 }
