@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
@@ -180,7 +181,8 @@ func RunAudit(opts AuditOptions) ([]SandboxReport, error) {
 		reports = append(reports, auditOne(h, opts, s, pod(s.Sandbox.ContainerID), read))
 	}
 	slices.SortFunc(reports, func(a, b SandboxReport) int {
-		return strings.Compare(a.PodNamespace+"\x00"+a.PodName+"\x00"+a.ContainerID, b.PodNamespace+"\x00"+b.PodName+"\x00"+b.ContainerID)
+		return cmp.Or(strings.Compare(a.PodNamespace, b.PodNamespace), strings.Compare(a.PodName, b.PodName),
+			strings.Compare(a.ContainerID, b.ContainerID))
 	})
 	return reports, nil
 }

@@ -54,11 +54,28 @@ func splitCmdline(r io.Reader) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read cmdline: %w", err)
 	}
+	return splitCmdlineBytes(b), nil
+}
+
+// splitCmdlineBytes splits a /proc/<pid>/cmdline's content.
+func splitCmdlineBytes(b []byte) []string {
 	b = bytes.TrimRight(b, "\x00")
 	if len(b) == 0 {
-		return nil, nil
+		return nil
 	}
-	return strings.Split(string(b), "\x00"), nil
+	return strings.Split(string(b), "\x00")
+}
+
+// runscArgv0 reports whether a cmdline's content starts with the argv[0]
+// of a runsc sandbox or gofer, without splitting it.
+func runscArgv0(b []byte) bool {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if i := bytes.LastIndexByte(b, '/'); i >= 0 {
+		b = b[i+1:]
+	}
+	return string(b) == Argv0Sandbox || string(b) == Argv0Gofer
 }
 
 // flagName returns the name of a "-x", "--x", "-x=v" or "--x=v" argument,
@@ -175,13 +192,22 @@ func ParseSandboxCmdline(r io.Reader) (SandboxFlags, error) {
 // https://github.com/google/gvisor/issues/10264). A malformed line is a
 // *ParseError.
 func ParseProcCgroup(r io.Reader) (v2Path string, v1 map[string]string, err error) {
-	sc := bufio.NewScanner(io.LimitReader(r, maxCmdline))
-	sc.Buffer(make([]byte, 0, 4096), maxCmdline)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
+	b, err := io.ReadAll(io.LimitReader(r, maxCmdline))
+	if err != nil {
+		return "", nil, fmt.Errorf("read cgroup: %w", err)
+	}
+	return parseProcCgroup(b)
+}
+
+// parseProcCgroup is ParseProcCgroup of the file's content.
+func parseProcCgroup(b []byte) (v2Path string, v1 map[string]string, err error) {
+	for len(b) > 0 {
+		var raw []byte
+		raw, b, _ = bytes.Cut(b, []byte{'\n'})
+		if len(raw) == 0 {
 			continue
 		}
+		line := string(raw)
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 || !strings.HasPrefix(parts[2], "/") {
 			return "", nil, newParseError("cgroup", line, strconv.ErrSyntax)
@@ -202,9 +228,6 @@ func ParseProcCgroup(r io.Reader) (v2Path string, v1 map[string]string, err erro
 				v1[c] = path
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", nil, fmt.Errorf("read cgroup: %w", err)
 	}
 	return v2Path, v1, nil
 }
@@ -279,7 +302,9 @@ func (r *procReader) close() { r.d.Close() }
 // read reads <pid>/<name>, of at most maxCmdline bytes; the result is
 // valid until the next read.
 func (r *procReader) read(pid int, name string) ([]byte, error) {
-	b, err := r.d.ReadFile(strconv.Itoa(pid)+"/"+name, maxCmdline, r.buf)
+	var pb [32]byte
+	rel := append(append(strconv.AppendInt(pb[:0], int64(pid), 10), '/'), name...)
+	b, err := r.d.ReadFile(string(rel), maxCmdline, r.buf)
 	if cap(b) > cap(r.buf) {
 		r.buf = b[:0]
 	}
@@ -293,7 +318,10 @@ func (r *procReader) cmdline(pid int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return splitCmdline(bytes.NewReader(b))
+	if !runscArgv0(b) {
+		return nil, nil // not a runsc sandbox or gofer: not split
+	}
+	return splitCmdlineBytes(b), nil
 }
 
 // cgroups is ProcCgroups through r.
@@ -302,7 +330,7 @@ func (r *procReader) cgroups(pid int) (string, map[string]string, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("read %s: %w", r.d.Path(strconv.Itoa(pid)+"/cgroup"), err)
 	}
-	v2, v1, err := ParseProcCgroup(bytes.NewReader(b))
+	v2, v1, err := parseProcCgroup(b)
 	if err != nil {
 		return "", nil, fmt.Errorf("read %s: %w", r.d.Path(strconv.Itoa(pid)+"/cgroup"), err)
 	}
@@ -516,6 +544,17 @@ func ProcsInCgroup(h Hierarchy, dir string) ([]int, error) {
 	return out, nil
 }
 
+// cleanAbs is filepath.Clean("/"+p), without its allocation when p is
+// already clean and absolute, as the cgroups in /proc are.
+func cleanAbs(p string) string {
+	if len(p) > 0 && p[0] == '/' && (p == "/" || p[len(p)-1] != '/') &&
+		!strings.Contains(p, "//") && !strings.Contains(p, "/./") && !strings.Contains(p, "/../") &&
+		!strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..") {
+		return p
+	}
+	return filepath.Clean("/" + p)
+}
+
 // Within reports whether cgroup cg is podCgroup or below it, comparing
 // whole path components: "/a/pod1" contains "/a/pod1/x" but not
 // "/a/pod10". Both are cleaned first, so ".." cannot fake containment. An
@@ -524,10 +563,9 @@ func Within(podCgroup, cg string) bool {
 	if podCgroup == "" || cg == "" {
 		return false
 	}
-	pod := filepath.Clean("/" + podCgroup)
-	c := filepath.Clean("/" + cg)
+	pod, c := cleanAbs(podCgroup), cleanAbs(cg)
 	if pod == "/" {
 		return true
 	}
-	return c == pod || strings.HasPrefix(c, pod+"/")
+	return c == pod || (len(c) > len(pod) && c[len(pod)] == '/' && c[:len(pod)] == pod)
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,10 +98,7 @@ func (d *Dir) openat(rel string, flags int) (int, error) {
 	}
 	flags |= unix.O_CLOEXEC | unix.O_NOFOLLOW
 	if !noOpenat2.Load() {
-		fd, err := unix.Openat2(d.fd, rel, &unix.OpenHow{
-			Flags:   uint64(flags),
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-		})
+		fd, err := openat2(d.fd, rel, flags)
 		switch {
 		case err == nil:
 			return fd, nil
@@ -113,6 +111,36 @@ func (d *Dir) openat(rel string, flags int) (int, error) {
 		}
 	}
 	return d.walk(rel, flags)
+}
+
+// openat2 is unix.Openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+// RESOLVE_NO_MAGICLINKS, without its allocation: the NUL-terminated path
+// is built on the stack when it is short, as every cgroup file's is.
+func openat2(dirfd int, rel string, flags int) (int, error) {
+	var pb [512]byte
+	var p []byte
+	if len(rel) < len(pb) {
+		p = pb[:len(rel)+1]
+		copy(p, rel)
+		p[len(rel)] = 0
+	} else {
+		p = append([]byte(rel), 0)
+	}
+	how := unix.OpenHow{
+		Flags:   uint64(flags),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(&p[0])),
+			uintptr(unsafe.Pointer(&how)), unsafe.Sizeof(how), 0, 0)
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
+		return -1, e
+	}
 }
 
 // walk is openat without openat2: every directory on the way is opened
@@ -151,13 +179,21 @@ func (d *Dir) ReadFile(rel string, max int64, buf []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return readRegular(fd, d.name, rel, max, buf)
+}
+
+// readRegular reads the open fd (named dir/rel in errors), closing it:
+// refused unless a regular file, at most max bytes, into buf's storage
+// when it fits.
+func readRegular(fd int, dir, rel string, max int64, buf []byte) ([]byte, error) {
 	defer unix.Close(fd)
+	name := func() string { return filepath.Join(dir, rel) }
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &os.PathError{Op: "stat", Path: d.Path(rel), Err: err}
+		return nil, &os.PathError{Op: "stat", Path: name(), Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("open %s: %w: mode %#o", d.Path(rel), ErrNotRegular, st.Mode&unix.S_IFMT)
+		return nil, fmt.Errorf("open %s: %w: mode %#o", name(), ErrNotRegular, st.Mode&unix.S_IFMT)
 	}
 	// A regular file that reports its size (tmpfs, ext4; kernfs reports
 	// none) is read to that size; otherwise to EOF.
@@ -175,14 +211,14 @@ func (d *Dir) ReadFile(rel string, max int64, buf []byte) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: d.Path(rel), Err: err}
+			return nil, &os.PathError{Op: "read", Path: name(), Err: err}
 		}
 		if n == 0 {
 			return b, nil
 		}
 		b = b[:len(b)+n]
 	}
-	return nil, fmt.Errorf("read %s: %w: over %d bytes", d.Path(rel), ErrTooLarge, max)
+	return nil, fmt.Errorf("read %s: %w: over %d bytes", name(), ErrTooLarge, max)
 }
 
 // IsDir reports whether rel beneath d is a directory (reached without a

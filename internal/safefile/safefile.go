@@ -7,9 +7,10 @@ package safefile
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -44,19 +45,15 @@ func Open(path string) (*os.File, error) {
 	return f, nil
 }
 
-// ReadFile reads a regular file of at most max bytes.
+// ReadFile reads a regular file of at most max bytes, opened as Open
+// opens it (raw system calls: no *os.File for a file read once).
 func ReadFile(path string, max int64) ([]byte, error) {
-	f, err := Open(path)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("open %s: %w: a symlink", path, ErrNotRegular)
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("read %s: %w: over %d bytes", path, ErrTooLarge, max)
-	}
-	return b, nil
+	return readRegular(fd, "", path, max, nil)
 }
