@@ -170,4 +170,3 @@ func FuzzResolveTree(f *testing.F) {
 		}
 	})
 }
-
