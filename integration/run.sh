@@ -15,6 +15,9 @@
 #   RUNSC_GUARD_ALLOW_NO_GUARD=1  a guard that does not build skips, not fails,
 #                             the scenarios that need it
 #   RUNSC_GUARD_VERBOSE=1     go test -v style output
+#   RUNSC_GUARD_V1_CGROUPFS_WORKLOADS  scenario 13's workloads with the
+#                             cgroupfs driver (default "alloc"; "doubler
+#                             alloc" for both, about 3.5 min more)
 set -euo pipefail
 
 TB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -65,6 +68,8 @@ stage_share() {
 	[ "$GUARD_STATUS" = built ] && cp "$GUARD_BIN" "$SHARE/bin/"
 	echo "$selected" > "$SHARE/scenarios"
 	echo "$SCENARIO_TIMEOUT" > "$SHARE/scenario-timeout"
+	# Knobs the guest scenarios read (guest/lib.sh sources this file).
+	printf 'V1_CGROUPFS_WORKLOADS=%q\n' "${RUNSC_GUARD_V1_CGROUPFS_WORKLOADS:-alloc}" > "$SHARE/knobs"
 	echo "$GUEST_TIMEOUT" > "$SHARE/guest-timeout"
 }
 

@@ -10,6 +10,8 @@
 SHARE=/mnt/share
 GUEST=$SHARE/guest
 RESULTS=$SHARE/results
+# shellcheck source=/dev/null
+[ -r $SHARE/knobs ] && . $SHARE/knobs
 CG=/sys/fs/cgroup
 # CGV: this boot's cgroup version. The v1 run (scenario 13) boots with
 # systemd.unified_cgroup_hierarchy=0 (integration/run.sh).
