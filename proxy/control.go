@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
@@ -215,7 +214,7 @@ func socketPath(address string) string {
 
 // dialDelegate connects to a runsc shim.
 func dialDelegate(address string) (net.Conn, error) {
-	return shim.AnonDialer(address, 10*time.Second)
+	return dialShim(address, 10*time.Second)
 }
 
 // controlSocketAddress is the pod guard's control socket, and
@@ -223,9 +222,9 @@ func dialDelegate(address string) (net.Conn, error) {
 // shim on. Both are derived like containerd's shim sockets, from keys the
 // runsc shim never uses, so they never collide with its sockets.
 func controlSocketAddress(ctx context.Context, f Flags, group string) (string, error) {
-	return shim.CreateSocketAddress(ctx, socketDir(), f.Address, "runsc-guard-control/"+group, false)
+	return shimSocketAddress(ctx, socketDir(), f.Address, "runsc-guard-control/"+group)
 }
 
 func containerSocketAddress(ctx context.Context, f Flags, id string) (string, error) {
-	return shim.CreateSocketAddress(ctx, socketDir(), f.Address, "runsc-guard/"+id, false)
+	return shimSocketAddress(ctx, socketDir(), f.Address, "runsc-guard/"+id)
 }

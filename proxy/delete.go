@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
@@ -42,8 +41,8 @@ func Delete(ctx context.Context, f Flags, stdin, stdout, stderr *os.File) int {
 
 // removeStale removes a socket nobody listens on.
 func removeStale(addr string, err error) {
-	if err == nil && !shim.CanConnect(addr) {
-		_ = shim.RemoveSocket(addr)
+	if err == nil && !canConnect(addr) {
+		_ = removeSocket(addr)
 	}
 }
 
@@ -58,8 +57,8 @@ func reapDelegate(ctx context.Context, id, bundle string) {
 		}
 		return
 	}
-	if !shim.CanConnect(delegate) {
-		_ = shim.RemoveSocket(delegate)
+	if !canConnect(delegate) {
+		_ = removeSocket(delegate)
 		return
 	}
 	if shared := bundlesNaming(filepath.Dir(bundle), delegate, filepath.Base(bundle)); len(shared) > 0 {
@@ -80,7 +79,7 @@ func reapDelegate(ctx context.Context, id, bundle string) {
 			break
 		}
 	}
-	_ = shim.RemoveSocket(delegate)
+	_ = removeSocket(delegate)
 	l.WithFields(log.Fields{"pid": pid, "delegate": delegate}).Info("stopped the runsc shim of a container containerd deleted")
 }
 

@@ -18,7 +18,6 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/v2/defaults"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 )
@@ -102,7 +101,7 @@ func serveContainer(ctx context.Context, f Flags, group, bundle, delegate string
 	defer l.Close()
 	defer func() {
 		if retErr != nil {
-			_ = shim.RemoveSocket(addr)
+			_ = removeSocket(addr)
 		}
 	}()
 	if err := WriteDelegateAddress(bundle, delegate); err != nil {
@@ -124,17 +123,17 @@ func serveContainer(ctx context.Context, f Flags, group, bundle, delegate string
 // died. inUse (with no listener) means a live process serves it already,
 // or a concurrent start bound it first.
 func bind(addr string) (l *net.UnixListener, inUse bool, err error) {
-	l, err = shim.NewSocket(addr)
-	if err == nil || !shim.SocketEaddrinuse(err) {
+	l, err = listenShim(addr)
+	if err == nil || !addrInUse(err) {
 		return l, false, wrapListen(addr, err)
 	}
-	if shim.CanConnect(addr) {
+	if canConnect(addr) {
 		return nil, true, nil
 	}
-	if err := shim.RemoveSocket(addr); err != nil {
+	if err := removeSocket(addr); err != nil {
 		return nil, false, fmt.Errorf("remove stale socket %s: %w", addr, err)
 	}
-	if l, err = shim.NewSocket(addr); err != nil && shim.SocketEaddrinuse(err) {
+	if l, err = listenShim(addr); err != nil && addrInUse(err) {
 		return nil, true, nil
 	}
 	return l, false, wrapListen(addr, err)
@@ -190,7 +189,7 @@ func ensureServer(ctx context.Context, f Flags, group, bundle, ctl string) error
 	l.SetUnlinkOnClose(false)
 	defer l.Close()
 	if err := spawnServer(ctx, f, group, bundle, l); err != nil {
-		_ = shim.RemoveSocket(ctl)
+		_ = removeSocket(ctl)
 		return err
 	}
 	return nil
@@ -278,7 +277,7 @@ func spawnServer(ctx context.Context, f Flags, group, bundle string, l *net.Unix
 		return fmt.Errorf("start guard server: %w", err)
 	}
 	pid := cmd.Process.Pid
-	if err := shim.AdjustOOMScore(pid); err != nil {
+	if err := adjustOOMScore(pid); err != nil {
 		log.G(ctx).WithError(err).Debug("adjust guard OOM score")
 	}
 	// The server outlives this process; init reaps it.
