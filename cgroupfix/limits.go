@@ -474,20 +474,18 @@ func (h Hierarchy) openBases() (bases, error) {
 		}
 		return bases{mem: d, cpu: d}, nil
 	case V1:
-		mem, err := h.v1Controller("memory")
+		memDir, cpuDir, err := h.controllerBases()
+		if err != nil {
+			return bases{}, err
+		}
+		mem, err := safefile.OpenDir(memDir)
 		if err != nil {
 			return bases{}, fmt.Errorf("v1 memory controller: %w", err)
 		}
 		b := bases{mem: mem}
-		for _, m := range v1CPUMounts {
-			b.cpu, err = h.v1Controller(m)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				mem.Close()
-				return bases{}, fmt.Errorf("v1 cpu controller: %w", err)
-			}
+		if b.cpu, err = safefile.OpenDir(cpuDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			mem.Close()
+			return bases{}, fmt.Errorf("v1 cpu controller: %w", err)
 		}
 		return b, nil
 	}
@@ -501,35 +499,35 @@ func (b bases) close() {
 	}
 }
 
-// v1Controller opens the v1 controller directory name in h.Root: a
-// directory, or a symlink to a directory beside it.
-func (h Hierarchy) v1Controller(name string) (*safefile.Dir, error) {
+// v1ControllerDir is the host directory of the v1 controller name: a
+// directory in h.Root, or a symlink to a directory beside it.
+func (h Hierarchy) v1ControllerDir(name string) (string, error) {
 	p := filepath.Join(h.Root, name)
 	st, err := os.Lstat(p)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if st.Mode()&fs.ModeSymlink != 0 {
 		t, err := os.Readlink(p)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		if filepath.IsAbs(t) && filepath.Dir(filepath.Clean(t)) == filepath.Clean(h.Root) {
 			t = filepath.Base(t)
 		}
 		t = strings.TrimPrefix(t, "./")
 		if strings.Contains(t, "/") || t == ".." || t == "." || t == "" {
-			return nil, fmt.Errorf("%w: %s links to %s, not to a controller beside it", ErrPathEscape, p, t)
+			return "", fmt.Errorf("%w: %s links to %s, not to a controller beside it", ErrPathEscape, p, t)
 		}
 		p = filepath.Join(h.Root, t)
 		if st, err = os.Lstat(p); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("%w: %s is not a directory", ErrPathEscape, p)
+		return "", fmt.Errorf("%w: %s is not a directory", ErrPathEscape, p)
 	}
-	return safefile.OpenDir(p)
+	return p, nil
 }
 
 // controllerBases returns the directories under which the memory and the
@@ -539,21 +537,19 @@ func (h Hierarchy) controllerBases() (mem, cpu string, err error) {
 	case V2:
 		return h.Root, h.Root, nil
 	case V1:
-		// Controller directories are resolved beneath the root: v1 nodes
-		// link some inside it (cpu -> cpu,cpuacct), and a link out of it
-		// must not make the guard read another tree's limits.
-		if mem, err = SecureJoin(h.Root, "memory"); err != nil {
+		// Resolved as openBases resolves them (v1ControllerDir).
+		if mem, err = h.v1ControllerDir("memory"); err != nil {
 			return "", "", fmt.Errorf("v1 memory controller: %w", err)
 		}
-		cpu = filepath.Join(h.Root, v1CPUMounts[0])
+		cpu = filepath.Join(h.Root, v1CPUMounts[0]) // none: reads find nothing
 		for _, m := range v1CPUMounts {
-			if _, err := os.Stat(filepath.Join(h.Root, m)); err == nil {
-				cpu = filepath.Join(h.Root, m)
-				break
+			c, err := h.v1ControllerDir(m)
+			if err == nil {
+				return mem, c, nil
 			}
-		}
-		if cpu, err = SecureJoin(h.Root, filepath.Base(cpu)); err != nil {
-			return "", "", fmt.Errorf("v1 cpu controller: %w", err)
+			if !errors.Is(err, fs.ErrNotExist) {
+				return "", "", fmt.Errorf("v1 cpu controller: %w", err)
+			}
 		}
 		return mem, cpu, nil
 	}
