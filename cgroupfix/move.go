@@ -61,8 +61,14 @@ func MoveToCgroupfs(h Hierarchy, dir string, pids []int, memoryMax uint64) error
 			}
 		}
 	}
-	p := filepath.Join(d, "cgroup.procs")
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE|oNoFollow, 0o644)
+	// O_CREATE only matters on a fake tree (as in writeFile).
+	return writePIDs(filepath.Join(d, "cgroup.procs"), os.O_CREATE, pids)
+}
+
+// writePIDs writes pids to the cgroup.procs file p, one per write
+// (writePID); flag is added to the open flags.
+func writePIDs(p string, flag int, pids []int) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|oNoFollow|flag, 0o644)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}
@@ -151,16 +157,5 @@ func JoinUnified(h Hierarchy, dir string, pids []int) error {
 	if !isDir(d) {
 		return nil
 	}
-	p := filepath.Join(d, "cgroup.procs")
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|oNoFollow, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", p, err)
-	}
-	defer f.Close()
-	for _, pid := range pids {
-		if err := writePID(f, pid); err != nil {
-			return fmt.Errorf("write pid %d to %s: %w", pid, p, err)
-		}
-	}
-	return nil
+	return writePIDs(filepath.Join(d, "cgroup.procs"), 0, pids)
 }
