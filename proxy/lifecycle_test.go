@@ -359,3 +359,77 @@ func TestRegisterTwice(t *testing.T) {
 		t.Errorf("%d calls in flight after the refused hand-off, want 0", n)
 	}
 }
+
+// afterHook records what each Create's after func was given: true for a
+// created container, false for the undo of a failed one.
+type afterHook struct {
+	mu     sync.Mutex
+	afters []bool
+}
+
+func (h *afterHook) BeforeCreate(context.Context, *taskAPI.CreateTaskRequest) (func(context.Context, *taskAPI.CreateTaskResponse) error, error) {
+	return func(_ context.Context, resp *taskAPI.CreateTaskResponse) error {
+		h.mu.Lock()
+		h.afters = append(h.afters, resp != nil)
+		h.mu.Unlock()
+		return nil
+	}, nil
+}
+
+// TestCreateWhoseCallerWentAway: containerd restarts while runsc create
+// runs (the test bed's restart-create fault). The runsc shim finishes the
+// creation; containerd never learns of it. The guard removes the container,
+// shuts its runsc shim down and forgets it, so nothing of it is left, and
+// lets the hook undo what it prepared.
+func TestCreateWhoseCallerWentAway(t *testing.T) {
+	for _, hooked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hook=%v", hooked), func(t *testing.T) {
+			hook := &afterHook{}
+			var h CreateHook
+			if hooked {
+				h = hook
+			}
+			tb := newTestBed(t, map[string]string{"c1": "d1", "c2": "d2"}, h)
+			f := tb.fakes["d1"]
+			release := make(chan struct{})
+			f.onCreate = func(*taskAPI.CreateTaskRequest) { <-release }
+			conn, err := net.Dial("unix", socketPath(tb.sockets["c1"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			containerd := ttrpc.NewClient(conn)
+			done := make(chan error, 1)
+			go func() {
+				_, err := taskAPI.NewTTRPCTaskClient(containerd).Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1"})
+				done <- err
+			}()
+			waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.creates == 1 }, "Create to reach the runsc shim")
+			containerd.Close() // containerd restarts
+			if err := <-done; err == nil {
+				t.Fatal("Create answered a caller that went away")
+			}
+			close(release)
+			waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.shutdown == 1 }, "the runsc shim to be shut down")
+			var got []string
+			f.mu.Lock()
+			for _, c := range f.calls {
+				got = append(got, c.method)
+			}
+			f.mu.Unlock()
+			if want := "Create Kill Delete Shutdown"; strings.Join(got, " ") != want {
+				t.Errorf("runsc shim got %q, want %q", got, want)
+			}
+			if _, err := tb.clients["c2"].State(context.Background(), &taskAPI.StateRequest{ID: "c1"}); !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+				t.Errorf("State of the rolled back container: %v, want NotFound", err)
+			}
+			if n := tb.server.Router().Len(); n != 1 {
+				t.Errorf("the guard serves %d containers, want 1 (c2 only)", n)
+			}
+			hook.mu.Lock()
+			defer hook.mu.Unlock()
+			if hooked && (len(hook.afters) != 1 || hook.afters[0]) {
+				t.Errorf("hook's after got %v, want one undo (false)", hook.afters)
+			}
+		})
+	}
+}
