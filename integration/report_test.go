@@ -73,6 +73,7 @@ func printReport(w io.Writer) {
 	printShimMemory(w)
 	printCost(w)
 	printFaultTables(w)
+	printKube(w)
 	printGaps(w)
 	passed, failed, skipped := 0, 0, 0
 	for _, m := range missing {

@@ -27,7 +27,7 @@ for lib in common host binaries image vm; do
 	. "$TB/lib/$lib.sh"
 done
 
-ALL_SCENARIOS="1 2 3 5 6 8 9 11 4 7 12 10 13" # grouped by containerd configuration
+ALL_SCENARIOS="1 2 3 5 6 8 9 15 11 4 7 12 10 13" # grouped by containerd configuration
 # Scenario 14 (cost) measures, it does not judge: run it by name or number
 # (SCENARIOS=cost); "all" leaves it out to keep CI within its time budget.
 MEASUREMENTS="14"
@@ -41,10 +41,10 @@ BOOT_TIMEOUT=300     # boot to the first scenario, and poweroff
 # scenarios: the selected scenario numbers, in run order. Names are
 # accepted too: red green variants cgroupfs never-tighter transparency
 # containerd2 move install containerd17 faults faults-containerd2
-# cgroup-v1 cost (make demo asks for "red,green").
+# cgroup-v1 cost kube (make demo asks for "red,green").
 scenarios() {
 	local s want=${SCENARIOS:-all} i
-	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install containerd17 faults faults-containerd2 cgroup-v1 cost)
+	local names=(all red green variants cgroupfs never-tighter transparency containerd2 move install containerd17 faults faults-containerd2 cgroup-v1 cost kube)
 	want=" ${want//,/ } "
 	for i in "${!names[@]}"; do
 		want=${want// ${names[$i]} / $i }

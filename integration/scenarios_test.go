@@ -411,6 +411,21 @@ func TestScenario8Move(t *testing.T) {
 // readAudit reads the case's `audit --json` output NAME.json (guest
 // 9-install.sh audit_case) and returns the entry of the case's sandbox.
 func readAudit(c *scenarioCase, name string) (*admin.SandboxReport, error) {
+	id := c.f["pod_id"]
+	a, err := readAuditJSON(c, name)
+	if err != nil {
+		return nil, err
+	}
+	for i := range a.Sandboxes {
+		if a.Sandboxes[i].ContainerID == id {
+			return &a.Sandboxes[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%s lists %d sandboxes, not the pod's %q", name, a.Summary.Sandboxes, id)
+}
+
+// readAuditJSON reads the case's `audit --json` output NAME.json.
+func readAuditJSON(c *scenarioCase, name string) (*admin.AuditJSON, error) {
 	b, err := os.ReadFile(filepath.Join(c.dir(), name+".json"))
 	if err != nil {
 		return nil, err
@@ -419,12 +434,7 @@ func readAudit(c *scenarioCase, name string) (*admin.SandboxReport, error) {
 	if err := json.Unmarshal(b, &a); err != nil {
 		return nil, fmt.Errorf("%s --json does not parse: %w", name, err)
 	}
-	for i := range a.Sandboxes {
-		if a.Sandboxes[i].ContainerID == c.f["pod_id"] {
-			return &a.Sandboxes[i], nil
-		}
-	}
-	return nil, fmt.Errorf("%s lists %d sandboxes, not the pod's %s", name, a.Summary.Sandboxes, c.f["pod_id"])
+	return &a, nil
 }
 
 // expectAudit: the audit sample NAME exited rc and its JSON lists the

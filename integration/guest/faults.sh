@@ -20,17 +20,6 @@ guard_pid() { pgrep -f "containerd-shim-runsc-guard-v1 .*-id $POD_ID .*serve" | 
 
 pod_state() { crictl inspectp -o json "$1" 2> /dev/null | jq -r '.status.state // empty'; }
 
-# wait_until SECONDS CMD...: polls CMD every second; fact-free.
-wait_until() {
-	local limit=$1 t0=$SECONDS
-	shift
-	while [ $((SECONDS - t0)) -lt "$limit" ]; do
-		"$@" && return 0
-		sleep 1
-	done
-	return 1
-}
-
 ctr_exited() { [ "$(ctr_field "$1" .status.state)" = CONTAINER_EXITED ]; }
 
 job_done() { ! kill -0 "$1" 2> /dev/null; }

@@ -85,6 +85,17 @@ begin_case() {
 
 end_case() { fact seconds $(($(date +%s) - CASE_START)); }
 
+# wait_until SECONDS CMD...: polls CMD every second; fact-free.
+wait_until() {
+	local limit=$1 t0=$SECONDS
+	shift
+	while [ $((SECONDS - t0)) -lt "$limit" ]; do
+		"$@" && return 0
+		sleep 1
+	done
+	return 1
+}
+
 # ------------------------------------------------------------ machine --
 
 # setup_guest: one-time preparation after boot (main.sh).
@@ -493,7 +504,7 @@ wait_ctr() {
 procs_of() {
 	local p cmd id
 	for p in /proc/[0-9]*; do
-		cmd=$(tr '\0' ' ' < "$p/cmdline" 2> /dev/null) || continue
+		cmd=$({ tr '\0' ' ' < "$p/cmdline"; } 2> /dev/null) || continue # it may exit meanwhile
 		case $cmd in runsc* | */runsc* | exe*) ;; *) continue ;; esac
 		for id in "$@"; do
 			case $cmd in *"$id"*)

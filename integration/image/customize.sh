@@ -27,3 +27,16 @@ chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer \
 mkdir -p "$root/var/lib/testbed"
 "$here/oci-image.sh" "$root/bin/busybox" "$root/var/lib/testbed/bbpause.tar" \
 	docker.io/library/bbpause:1
+
+# CNI for the Kubernetes scenario: containerd reports the pod network ready
+# (and kubelet the node Ready) only once a network config loads. Its pods
+# use the host network, so the bridge below is never set up; containerd
+# looks for plugins in /opt/cni/bin, Debian installs them in /usr/lib/cni.
+mkdir -p "$root/opt/cni" "$root/etc/cni/net.d"
+ln -s /usr/lib/cni "$root/opt/cni/bin"
+cat > "$root/etc/cni/net.d/10-testbed.conflist" <<'JSON'
+{"cniVersion": "1.0.0", "name": "testbed", "plugins": [
+ {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}},
+ {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON

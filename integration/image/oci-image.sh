@@ -1,25 +1,33 @@
 #!/bin/bash
-# oci-image.sh BUSYBOX OUT.tar NAME
-# Writes a one-layer OCI image archive (OCI layout in a tar) whose root
-# filesystem is a static busybox with relative applet links. The test bed
+# oci-image.sh BUSYBOX|ROOTFS-DIR OUT.tar NAME
+# Writes a one-layer OCI image archive (OCI layout in a tar). The test bed
 # has no registry: the archive is imported with `ctr -n k8s.io images
-# import` and serves as both the pod sandbox ("pause") image and the
-# workload image (docs/upstream.md#test-bed).
+# import`. Given a static busybox, the root filesystem is that busybox with
+# relative applet links: the pod sandbox ("pause") image and the crictl
+# scenarios' workload image (docs/upstream.md#test-bed). Given a
+# directory, it is the root filesystem (the Kubernetes scenario's Debian
+# bookworm with bash and python3, named as the seed's manifests name it).
 set -euo pipefail
 
-busybox=$1 out=$2 name=$3
+src=$1 out=$2 name=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-root=$work/root
-mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp}
-chmod 1777 "$root/tmp"
-install -m 0755 "$busybox" "$root/bin/busybox"
-# Relative links: `busybox --install -s` writes absolute ones that do not
-# resolve inside the container (docs/upstream.md#test-bed).
-for applet in $("$busybox" --list); do
-	[ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-done
+if [ -d "$src" ]; then
+	root=$src
+	env='"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"' cmd='"python3"'
+else
+	root=$work/root
+	env='"PATH=/bin"' cmd='"/bin/sleep","2147483647"'
+	mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp}
+	chmod 1777 "$root/tmp"
+	install -m 0755 "$src" "$root/bin/busybox"
+	# Relative links: `busybox --install -s` writes absolute ones that do not
+	# resolve inside the container (docs/upstream.md#test-bed).
+	for applet in $("$src" --list); do
+		[ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+	done
+fi
 
 blobs=$work/layout/blobs/sha256
 mkdir -p "$blobs"
@@ -37,7 +45,7 @@ tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
 read -r layer layer_size < <(put "$work/layer.tar")
 
 cat > "$work/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sleep","2147483647"]},"rootfs":{"type":"layers","diff_ids":["$layer"]}}
+{"architecture":"amd64","os":"linux","config":{"Env":[$env],"Cmd":[$cmd]},"rootfs":{"type":"layers","diff_ids":["$layer"]}}
 JSON
 read -r config config_size < <(put "$work/config.json")
 

@@ -7,6 +7,9 @@ GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
 CONTAINERD_VERSION=v2.4.2
 CONTAINERD17_VERSION=v1.7.35
 CRICTL_VERSION=v1.37.0
+# The Kubernetes scenario's release: the one integration/kube/go.mod requires.
+KUBE_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2}' "$TB/kube/go.mod")
+KUBE_PROGRAMS="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"
 # The release name runsc-new reports: the gVisor release of
 # GVISOR_VERSION's date (release-YYYYMMDD.N, as upstream stamps it).
 RUNSC_NEW_RELEASE=release-20260905.0
@@ -14,7 +17,7 @@ RUNSC_NEW_RELEASE=release-20260905.0
 # tools_paths: sets TOOLS_DIR and TOOLS_IMG from the key of the inputs.
 tools_paths() {
 	TOOLS_KEY=$(inputs_key "$GVISOR_VERSION" "$CONTAINERD_VERSION" "$CONTAINERD17_VERSION" "$CRICTL_VERSION" \
-		"$(go env GOVERSION GOARCH)" "$TB/lib/binaries.sh")
+		"$(go env GOVERSION GOARCH)" "$TB/lib/binaries.sh" "$TB/kube")
 	TOOLS_DIR=$CACHE/tools/$TOOLS_KEY
 	TOOLS_IMG=$TOOLS_DIR/tools.img
 }
@@ -60,6 +63,25 @@ go_mod_bin() {
 	(cd "$src" && CGO_ENABLED=0 go build -mod=mod "$@" -o "$tmp/bin/$name" "$pkg") >> "$tmp/build.log" 2>&1
 }
 
+# kube_bin: integration/kube, the single-node cluster in one binary, and a
+# link to it by each program's name (it runs as the name it is called by).
+# Stamped with its release as upstream's builds are (hack/lib/version.sh):
+# kubelet and kubectl report it, and version skew is judged by it.
+kube_bin() {
+	local v p ld=""
+	log "  go build integration/kube (Kubernetes $KUBE_VERSION: $KUBE_PROGRAMS)"
+	v=${KUBE_VERSION#v}
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ld="$ld -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=${v%%.*} -X $p.gitMinor=$(cut -d. -f2 <<< "$v")"
+		ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+	done
+	(cd "$TB/kube" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w$ld" -o "$tmp/bin/kube" .) \
+		>> "$tmp/build.log" 2>&1 || return
+	for p in $KUBE_PROGRAMS; do
+		ln -s kube "$tmp/bin/$p"
+	done
+}
+
 tools_build() {
 	local tmp=$1
 	rm -rf "$tmp"
@@ -85,6 +107,7 @@ tools_build() {
 	go_mod_bin ctr17 "$ctrd17" ./cmd/ctr -tags no_btrfs -ldflags="$ld17" || return
 	go_bin crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION \
 		-ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" || return
+	kube_bin || return
 	rm -rf "${tmp:?}/gobin" "${tmp:?}/src"
 	local mb
 	mb=$(du -sm "$tmp/bin" | cut -f1)
