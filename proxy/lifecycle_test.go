@@ -404,10 +404,22 @@ func TestCreateWhoseCallerWentAway(t *testing.T) {
 				done <- err
 			}()
 			waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.creates == 1 }, "Create to reach the runsc shim")
+			conns := func() int {
+				tb.server.mu.Lock()
+				cs := tb.server.sockets["c1"]
+				tb.server.mu.Unlock()
+				cs.mu.Lock()
+				defer cs.mu.Unlock()
+				return len(cs.conns)
+			}
+			before := conns()
 			containerd.Close() // containerd restarts
 			if err := <-done; err == nil {
 				t.Fatal("Create answered a caller that went away")
 			}
+			// ttrpc cancels the call's context before it closes the
+			// connection: once the guard's side is closed, it knows.
+			waitFor(t, func() bool { return conns() == before-1 }, "the guard to see the connection close")
 			close(release)
 			waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.shutdown == 1 }, "the runsc shim to be shut down")
 			var got []string
