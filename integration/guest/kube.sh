@@ -273,12 +273,26 @@ kube_runsc_cgroups() {
 }
 
 # kube_wait_oom PREFIX POD CONTAINER SECONDS: waits until kubelet reports
-# that CONTAINER of POD ended OOM-killed and was restarted; fact
-# PREFIX_oom_seen: the pod's restarts and reasons at that moment (a later
-# restart of the whole sandbox may clear them).
+# that CONTAINER of POD ended OOM-killed and was restarted. Facts:
+# PREFIX_oom_seen, the pod's restarts and reasons at that moment (a later
+# re-creation of the sandbox may clear them), and PREFIX_stats_peak, the
+# most of the pod's memory kubelet's /stats/summary showed meanwhile (a
+# sandbox OOM-killed again and again is often missing from a single read).
 kube_wait_oom() {
-	wait_until "$4" kube_oom_restarted "$2" "$3" || return
-	fact "${1}_oom_seen" "$(kubectl get pod "$2" -o json | jq -r '[.status.containerStatuses[]? | "\(.name):\(.restartCount)"] | join(" ")') $(kubectl get pod "$2" -o json | kube_reasons)"
+	local p=$1 pod=$2 t0=$SECONDS peak=0 v json
+	while [ $((SECONDS - t0)) -lt "$4" ]; do
+		v=$(kube_stats_memory "$pod")
+		[ -n "$v" ] && [ "$v" -gt "$peak" ] && peak=$v
+		if kube_oom_restarted "$pod" "$3"; then
+			json=$(kubectl get pod "$pod" -o json)
+			fact "${p}_oom_seen" "$(jq -r '[.status.containerStatuses[]? | "\(.name):\(.restartCount)"] | join(" ")' <<< "$json") $(kube_reasons <<< "$json")"
+			fact "${p}_stats_peak" "$peak"
+			return 0
+		fi
+		sleep 1
+	done
+	fact "${p}_stats_peak" "$peak"
+	return 1
 }
 
 kube_oom_restarted() {
