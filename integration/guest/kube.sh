@@ -211,12 +211,28 @@ kube_stats_memory() {
 
 kube_has_stats() { [ -n "$(kube_stats_memory "$1")" ]; }
 
-# kube_record PREFIX POD: facts PREFIX_* about POD as kubectl and the node
+# kube_record PREFIX POD: fails when POD's sandbox was not running; facts PREFIX_* about POD as kubectl and the node
 # show it: phase, QoS class, per container restarts, reasons (last
 # termination), the sandbox's cgroup and --total-memory, the pod cgroup's
 # limit and peak, and kubelet's stats.
 kube_record() {
 	local p=$1 pod=$2 json pid cg podcg id
+	# The sandbox first: a pod in CrashLoopBackOff keeps it for seconds.
+	id=$(crictl pods --name "$pod" --state ready -q 2> /dev/null | head -n1)
+	fact "${p}_pod_id" "$id"
+	pid=$(kube_sandbox_pid "$pod")
+	fact "${p}_sandbox_pid" "$pid"
+	local running=1
+	if [ -n "$pid" ]; then
+		running=0
+		cg=$(cgroup_of "$pid")
+		fact "${p}_sandbox_cgroup" "$cg"
+		fact "${p}_sandbox_current" "$(cat "$(cg_mem "$cg" current)" 2> /dev/null)"
+		fact "${p}_total_memory" "$(flag_of "$pid" total-memory)"
+		fact "${p}_runsc_cgroups" "$(kube_runsc_cgroups "$pod")"
+		local rec=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$id/runsc-guard.json
+		[ -s "$rec" ] && fact "${p}_guard_actions" "$(jq -r '(.actions // []) | join(",")' "$rec")"
+	fi
 	json=$(kubectl get pod "$pod" -o json 2> /dev/null)
 	fact "${p}_pod" "$pod"
 	fact "${p}_phase" "$(jq -r .status.phase <<< "$json")"
@@ -235,19 +251,7 @@ kube_record() {
 	# missing for a few seconds.
 	wait_until 30 kube_has_stats "$pod"
 	fact "${p}_stats_memory" "$(kube_stats_memory "$pod")"
-	id=$(crictl pods --name "$pod" --state ready -q 2> /dev/null | head -n1)
-	fact "${p}_pod_id" "$id"
-	pid=$(kube_sandbox_pid "$pod")
-	fact "${p}_sandbox_pid" "$pid"
-	if [ -n "$pid" ]; then
-		cg=$(cgroup_of "$pid")
-		fact "${p}_sandbox_cgroup" "$cg"
-		fact "${p}_sandbox_current" "$(cat "$(cg_mem "$cg" current)" 2> /dev/null)"
-		fact "${p}_total_memory" "$(flag_of "$pid" total-memory)"
-		fact "${p}_runsc_cgroups" "$(kube_runsc_cgroups "$pod")"
-		local rec=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$id/runsc-guard.json
-		[ -s "$rec" ] && fact "${p}_guard_actions" "$(jq -r '(.actions // []) | join(",")' "$rec")"
-	fi
+	return $running
 }
 
 # kube_reasons: "container:reason:exit code" of each container's last

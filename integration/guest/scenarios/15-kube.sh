@@ -79,7 +79,12 @@ scenario() {
 		rc=$?
 		fact "${pod#eater-}_waited" $rc
 		[ $rc = 0 ] || kube_diag "$pod restarted"
-		kube_record "${pod#eater-}" "$pod"
+		# Its sandbox lives seconds per restart: again until it is caught
+		# running (facts read later win).
+		for _ in 1 2 3; do
+			kube_record "${pod#eater-}" "$pod" && break
+			wait_until 120 kube_sandbox_pid "$pod" > /dev/null
+		done
 		kubectl delete pod "$pod" --wait=false > /dev/null 2>&1
 	done
 	# BestEffort: nothing limits it; it must hold its 300 MB, not restart.
