@@ -409,7 +409,7 @@ func TestScenario8Move(t *testing.T) {
 }
 
 // readAudit reads the case's `audit --json` output NAME.json (guest
-// 9-install.sh audit_case) and returns the entry of the case's sandbox.
+// lib.sh audit_case) and returns the entry of the case's sandbox.
 func readAudit(c *scenarioCase, name string) (*admin.SandboxReport, error) {
 	id := c.f["pod_id"]
 	a, err := readAuditJSON(c, name)

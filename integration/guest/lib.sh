@@ -783,6 +783,13 @@ red_and_green() {
 	run_workload green-alloc guard-deb "$WL_ALLOC"
 }
 
+# audit_case NAME: the audit as an operator reads it (sample NAME, fact
+# NAME_rc) and as JSON for the assertions (the case's NAME.json).
+audit_case() {
+	sample "$1" containerd-shim-runsc-guard-v1 audit
+	containerd-shim-runsc-guard-v1 audit --json > "$CASE_DIR/$1.json" 2> "$CASE_DIR/$1.err"
+}
+
 # requires_guard: skips the scenario (recorded) when no guard binary came.
 requires_guard() {
 	if [ ! -x "$GUARD_BIN" ]; then

@@ -93,7 +93,7 @@ scenario() {
 	sleep 10
 	kube_record besteffort eater-besteffort
 	sample kubectl-get-pods-beyond kubectl get pods -o wide
-	audit_kube audit-beyond
+	audit_case audit-beyond
 	end_case
 }
 
@@ -114,7 +114,7 @@ kube_red() {
 	kube_record "$1" "$pod"
 	sample "kubectl-get-pods-red-$1" kubectl get pods -o wide
 	sample "kubectl-describe-red-$1" kubectl describe pod "$pod"
-	[ "$1" = python ] && audit_kube audit-red
+	[ "$1" = python ] && audit_case audit-red
 	kubectl delete -f "$2" --wait=false > /dev/null 2>&1
 	kubectl delete pod "$pod" --grace-period=0 --force > /dev/null 2>&1
 	wait_until 120 kube_no_pods
@@ -136,7 +136,7 @@ kube_green() {
 	fact "${1}_restarted" $rc
 	[ $rc = 0 ] || kube_diag "$app restarted"
 	wait_until 60 kube_sandbox_pid "$pod" > /dev/null
-	audit_kube "audit-green-$1" # while its sandbox runs: it dies again soon
+	audit_case "audit-green-$1" # while its sandbox runs: it dies again soon
 	kube_record "$1" "$pod"
 	sample "kubectl-describe-green-$1" kubectl describe pod "$pod"
 }
@@ -147,10 +147,3 @@ kube_pod_running() {
 
 # kube_logged POD TEXT: POD's log holds TEXT.
 kube_logged() { kubectl logs "$1" 2> /dev/null | grep -q "$2"; }
-
-# audit_kube NAME: the guard's audit of the node, as the operator reads it
-# (sample NAME) and as JSON (the case's NAME.json).
-audit_kube() {
-	sample "$1" containerd-shim-runsc-guard-v1 audit
-	containerd-shim-runsc-guard-v1 audit --json > "$CASE_DIR/$1.json" 2> "$CASE_DIR/$1.err"
-}

@@ -39,10 +39,3 @@ scenario() {
 	run_workload green runsc "$WL_DOUBLER" before_start="audit_case audit-after" \
 		after_start="audit_case audit-running"
 }
-
-# audit_case NAME: the audit as an operator reads it (sample NAME, fact
-# NAME_rc) and as JSON for the assertions (the case's NAME.json).
-audit_case() {
-	sample "$1" containerd-shim-runsc-guard-v1 audit
-	containerd-shim-runsc-guard-v1 audit --json > "$CASE_DIR/$1.json" 2> "$CASE_DIR/$1.err"
-}
