@@ -32,6 +32,11 @@ const (
 	// VerdictAtRisk: the pod's memory limit does not hold, or cannot be
 	// told to hold.
 	VerdictAtRisk = "AT-RISK"
+	// VerdictWarn: the pod's limit holds, but the sandbox no longer
+	// matches it: the pod was resized after the sandbox booted (gVisor
+	// keeps its boot size), or a cgroup below the pod holds a tighter
+	// limit than the pod's (a resize nothing followed).
+	VerdictWarn = "WARN"
 )
 
 // taskDir is the directory of containerd's shim v2 bundles in its state
@@ -103,9 +108,16 @@ type SandboxReport struct {
 	Guarded      bool     `json:"guarded"`
 	GuardActions []string `json:"guard_actions,omitempty"`
 	GuardOutcome string   `json:"guard_outcome,omitempty"`
+	// BootLimit is the pod limit the guard sized the sandbox by at Create
+	// (its record), ResizedLimit the pod's limit the guard last followed
+	// after a resize (0: none).
+	BootLimit    uint64   `json:"boot_limit_bytes,omitempty"`
+	ResizedLimit uint64   `json:"resized_limit_bytes,omitempty"`
 	Verdict      string   `json:"verdict"`
 	Reasons      []string `json:"reasons,omitempty"`
-	Notes        []string `json:"notes,omitempty"`
+	// Warnings say why a sandbox is WARN.
+	Warnings []string `json:"warnings,omitempty"`
+	Notes    []string `json:"notes,omitempty"`
 }
 
 // bundleDir maps a bundle path written on a runsc command line to the
@@ -232,7 +244,7 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, p
 	}
 	atRisk := func(format string, a ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, a...)) }
 
-	r.readRecord()
+	rec := r.readRecord()
 	spec, err := read.spec(r.Bundle)
 	if err != nil {
 		atRisk("pod limit unreadable: read sandbox spec: %v", err)
@@ -248,8 +260,11 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, p
 	if err == nil && r.CgroupsPath == "" {
 		r.Notes = append(r.Notes, "no linux.cgroupsPath: the pod has no cgroup of its own")
 	} else if err == nil {
+		// The spec's limits are what runsc applied to the cgroup it
+		// made at Create: once the sandbox runs, that cgroup tells what
+		// holds (a resize leaves the spec behind).
 		res, err := cgroupfix.Resolve(h, cgroupfix.ResolveInput{
-			CgroupsPath: r.CgroupsPath, Spec: spec, Annotations: spec.Annotations, UseAnnotation: opts.UseAnnotation,
+			CgroupsPath: r.CgroupsPath, Annotations: spec.Annotations, UseAnnotation: opts.UseAnnotation,
 		})
 		if err != nil {
 			atRisk("pod limit unreadable: %v", err)
@@ -284,10 +299,40 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, p
 			atRisk("%s[%d] of %s in %s, outside the pod cgroup %s", p.Role, p.PID, shortID(p.Container), outsideCgroup(proc, r.PodCgroup), r.PodCgroup)
 		}
 	}
-	if limitKnown && r.PodLimit > 0 && r.TotalMemory > r.EffectiveLimit {
+	if rec != nil {
+		r.BootLimit = rec.Effective.MemoryBytes
+		if rec.Current != nil {
+			r.ResizedLimit = rec.Current.MemoryBytes
+		}
+	}
+	// The guard sized it within the pod's limit at Create: a boot size
+	// above the limit now is a cut made since (followed yet or not).
+	bootedWithin := rec != nil && r.BootLimit > 0 && r.TotalMemory <= r.BootLimit
+	switch {
+	case !limitKnown || r.PodLimit == 0 || r.TotalMemory == 0:
+	case r.TotalMemory > r.EffectiveLimit && bootedWithin:
+		// gVisor cannot shrink a running sandbox
+		// (https://github.com/google/gvisor/issues/14409): the pod's
+		// cgroup holds the lower limit, MemTotal inside still says more.
+		r.Warnings = append(r.Warnings, fmt.Sprintf("resized: booted with total-memory %s for the pod limit %s, the pod's limit is now %s",
+			formatBytes(r.TotalMemory), formatBytes(r.BootLimit), formatBytes(r.EffectiveLimit)))
+	case r.TotalMemory > r.EffectiveLimit:
 		// https://github.com/google/gvisor/issues/9580: runsc before
 		// release-20231106.0 reads only the leaf and boots with host RAM.
 		atRisk("total-memory %s above the pod limit %s", formatBytes(r.TotalMemory), formatBytes(r.EffectiveLimit))
+	case r.TotalMemory < r.EffectiveLimit && rec != nil && rec.Current != nil:
+		// Raised after boot: the sandbox may use the new limit, its
+		// MemTotal stays (google/gvisor#14409).
+		r.Warnings = append(r.Warnings, fmt.Sprintf("resized: booted with total-memory %s, the pod's limit is now %s",
+			formatBytes(r.TotalMemory), formatBytes(r.EffectiveLimit)))
+	case r.TotalMemory < r.EffectiveLimit:
+		// Without the guard's record a raise cannot be told from a
+		// runsc that capped --total-memory (at host RAM, say).
+		r.Notes = append(r.Notes, fmt.Sprintf("total-memory %s below the pod limit %s: resized after boot, or capped by runsc",
+			formatBytes(r.TotalMemory), formatBytes(r.EffectiveLimit)))
+	}
+	if limitKnown && r.PodCgroup != "" && !annotated(rec) {
+		r.Warnings = append(r.Warnings, pinnedBelow(h, r.PodCgroup, s.Cgroup)...)
 	}
 	if limitKnown && r.TotalMemory == 0 {
 		r.Notes = append(r.Notes, "no --total-memory on the sandbox command line")
@@ -295,6 +340,8 @@ func auditOne(h cgroupfix.Hierarchy, opts AuditOptions, s cgroupfix.RunscProc, p
 	switch {
 	case len(r.Reasons) > 0:
 		r.Verdict = VerdictAtRisk
+	case len(r.Warnings) > 0:
+		r.Verdict = VerdictWarn
 	case r.PodLimit == 0:
 		r.Verdict = VerdictUnlimited
 	default:
@@ -324,20 +371,62 @@ func unlimitedPod(r *SandboxReport, declared uint64, pod *podProcs, atRisk func(
 	}
 }
 
-// readRecord reads the guard's decision record from the bundle.
-func (r *SandboxReport) readRecord() {
+// readRecord reads the guard's decision record from the bundle; nil when
+// there is none or it does not parse.
+func (r *SandboxReport) readRecord() *cgroupfix.Record {
 	b, err := safefile.ReadFile(filepath.Join(r.Bundle, cgroupfix.RecordFile), cgroupfix.MaxRecordSize)
 	if err != nil {
-		return
+		return nil
 	}
 	r.Guarded = true
 	var rec cgroupfix.Record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("guard record %s unreadable: %v", cgroupfix.RecordFile, err))
-		return
+		return nil
 	}
 	r.GuardActions, r.GuardOutcome = rec.Actions, rec.Outcome
 	r.Notes = append(r.Notes, rec.Warnings...)
+	return &rec
+}
+
+// annotated: the guard took the pod's memory limit from the CRI
+// annotation (use_sandbox_annotations, no cgroup limit on the pod) and
+// pinned it below the pod on purpose.
+func annotated(rec *cgroupfix.Record) bool {
+	if rec == nil {
+		return false
+	}
+	for _, s := range rec.Sources {
+		if s.Kind == cgroupfix.KindAnnotation && s.Limits.MemoryLimited() {
+			return true
+		}
+	}
+	return false
+}
+
+// pinnedBelow reports each cgroup between the sandbox's (cg) and the pod
+// cgroup that holds a memory limit tighter than the pod's, or one where
+// the pod has none: the sandbox is killed there, not at the pod's limit.
+// It is what a resize leaves when nothing follows it below the pod (the
+// stock runsc shim on a runsc that cannot update, or an old guard).
+func pinnedBelow(h cgroupfix.Hierarchy, pod, cg string) []string {
+	podLim, err := cgroupfix.PodLimits(h, pod)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, d := range cgroupfix.Below(pod, cg) {
+		l, err := h.ReadLimits(d)
+		if err != nil || !l.MemoryLimited() || (podLim.MemoryLimited() && l.MemoryBytes >= podLim.MemoryBytes) {
+			continue
+		}
+		pl := "none"
+		if podLim.MemoryLimited() {
+			pl = formatBytes(podLim.MemoryBytes)
+		}
+		out = append(out, fmt.Sprintf("%s holds memory limit %s, the pod's is %s: a resize not followed below the pod", d, formatBytes(l.MemoryBytes), pl))
+	}
+	return out
 }
 
 // podLimit is the smallest memory limit at or below the pod cgroup (the pod

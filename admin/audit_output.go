@@ -3,6 +3,7 @@ package admin
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +14,7 @@ type AuditSummary struct {
 	Sandboxes int `json:"sandboxes"`
 	OK        int `json:"ok"`
 	Unlimited int `json:"unlimited"`
+	Warn      int `json:"warn"`
 	AtRisk    int `json:"at_risk"`
 }
 
@@ -24,6 +26,8 @@ func summarize(reports []SandboxReport) AuditSummary {
 			s.OK++
 		case VerdictUnlimited:
 			s.Unlimited++
+		case VerdictWarn:
+			s.Warn++
 		case VerdictAtRisk:
 			s.AtRisk++
 		}
@@ -64,7 +68,7 @@ func writeAuditTable(w io.Writer, reports []SandboxReport) error {
 				guard += ":" + strings.Join(r.GuardActions, ",")
 			}
 		}
-		reason := strings.Join(r.Reasons, "; ")
+		reason := strings.Join(append(slices.Clip(r.Reasons), r.Warnings...), "; ")
 		if reason == "" {
 			reason = "-"
 		}
@@ -75,7 +79,8 @@ func writeAuditTable(w io.Writer, reports []SandboxReport) error {
 		return err
 	}
 	s := summarize(reports)
-	_, err := fmt.Fprintf(w, "%d sandboxes: %d %s, %d %s, %d %s\n", s.Sandboxes, s.OK, VerdictOK, s.Unlimited, VerdictUnlimited, s.AtRisk, VerdictAtRisk)
+	_, err := fmt.Fprintf(w, "%d sandboxes: %d %s, %d %s, %d %s, %d %s\n", s.Sandboxes, s.OK, VerdictOK, s.Unlimited, VerdictUnlimited,
+		s.Warn, VerdictWarn, s.AtRisk, VerdictAtRisk)
 	return err
 }
 
@@ -97,6 +102,8 @@ func writeAuditPrometheus(w io.Writer, reports []SandboxReport) error {
 			func(r SandboxReport) (float64, bool) { return b2f(r.Verdict == VerdictAtRisk), true }},
 		{"runsc_guard_sandbox_unlimited", "1 when the pod has no memory limit of its own.",
 			func(r SandboxReport) (float64, bool) { return b2f(r.Verdict == VerdictUnlimited), true }},
+		{"runsc_guard_sandbox_warn", "1 when the pod's limit holds but the sandbox no longer matches it (resized after boot).",
+			func(r SandboxReport) (float64, bool) { return b2f(r.Verdict == VerdictWarn), true }},
 		{"runsc_guard_sandbox_guarded", "1 when the sandbox was created behind runsc-guard.",
 			func(r SandboxReport) (float64, bool) { return b2f(r.Guarded), true }},
 		{"runsc_guard_sandbox_total_memory_bytes", "The --total-memory the sandbox booted with.",
@@ -130,7 +137,7 @@ func writeAuditPrometheus(w io.Writer, reports []SandboxReport) error {
 	for _, v := range []struct {
 		verdict string
 		n       int
-	}{{VerdictOK, s.OK}, {VerdictUnlimited, s.Unlimited}, {VerdictAtRisk, s.AtRisk}} {
+	}{{VerdictOK, s.OK}, {VerdictUnlimited, s.Unlimited}, {VerdictWarn, s.Warn}, {VerdictAtRisk, s.AtRisk}} {
 		fmt.Fprintf(&sb, "runsc_guard_audit_sandboxes{verdict=%q} %d\n", v.verdict, v.n)
 	}
 	_, err := io.WriteString(w, sb.String())

@@ -26,8 +26,9 @@ func TestAudit(t *testing.T) {
 		wantVerdict  string
 		wantPodLimit uint64
 		wantGuarded  bool
-		// wantReasons are regular expressions, one per reason, in order.
-		wantReasons []string
+		// wantReasons are regular expressions, one per reason, in order;
+		// wantWarnings the same for the warnings.
+		wantReasons, wantWarnings []string
 	}{
 		{
 			name: "seed incident: old runsc without systemd-cgroup",
@@ -116,6 +117,33 @@ func TestAudit(t *testing.T) {
 			wantVerdict: VerdictUnlimited,
 		},
 		{
+			// kubelet raised the pod after the guard sized it: the
+			// sandbox keeps its boot size (gVisor cannot change it).
+			name: "raised after boot, followed",
+			pod: fakePod{name: "web", uid: "14", limit: "536870912", totalMemory: 256 * mib,
+				rec: &cgroupfix.Record{Actions: []string{"spec-limit"}, Outcome: "ok", Effective: cgroupfix.Limits{MemoryBytes: 256 * mib},
+					Current: &cgroupfix.Limits{MemoryBytes: 512 * mib}}},
+			wantVerdict: VerdictWarn, wantPodLimit: 512 * mib, wantGuarded: true,
+			wantWarnings: []string{`^resized: booted with total-memory 256Mi, the pod's limit is now 512Mi$`},
+		},
+		{
+			// Lowered: the pod's cgroup holds it; MemTotal says more.
+			name: "lowered after boot, followed",
+			pod: fakePod{name: "web", uid: "15", limit: "134217728", totalMemory: 256 * mib,
+				rec: &cgroupfix.Record{Actions: []string{"spec-limit"}, Outcome: "ok", Effective: cgroupfix.Limits{MemoryBytes: 256 * mib},
+					Current: &cgroupfix.Limits{MemoryBytes: 128 * mib}}},
+			wantVerdict: VerdictWarn, wantPodLimit: 128 * mib, wantGuarded: true,
+			wantWarnings: []string{`^resized: booted with total-memory 256Mi for the pod limit 256Mi, the pod's limit is now 128Mi$`},
+		},
+		{
+			// The stock shim on a runsc that cannot update: the
+			// sandbox's scope keeps the old limit under a raised pod.
+			name:        "raised, scope left at the old limit",
+			pod:         fakePod{name: "web", uid: "16", limit: "536870912", totalMemory: 256 * mib, leafLimit: "268435456"},
+			wantVerdict: VerdictWarn, wantPodLimit: 256 * mib,
+			wantWarnings: []string{`cri-containerd-\w+\.scope holds memory limit 256Mi, the pod's is 512Mi: a resize not followed below the pod$`},
+		},
+		{
 			name:        "guard record written by a run that warned",
 			pod:         fakePod{name: "web", uid: "11", limit: limit256, totalMemory: 1 << 30, rec: &cgroupfix.Record{Actions: []string{"move"}, Outcome: "warn"}},
 			wantVerdict: VerdictAtRisk, wantPodLimit: 256 * mib, wantGuarded: true,
@@ -147,6 +175,14 @@ func TestAudit(t *testing.T) {
 			for i, re := range tt.wantReasons {
 				if !regexp.MustCompile(re).MatchString(r.Reasons[i]) {
 					t.Errorf("reason %d = %q, want a match for %q", i, r.Reasons[i], re)
+				}
+			}
+			if len(r.Warnings) != len(tt.wantWarnings) {
+				t.Fatalf("RunAudit() warnings = %q, want %d matching %q", r.Warnings, len(tt.wantWarnings), tt.wantWarnings)
+			}
+			for i, re := range tt.wantWarnings {
+				if !regexp.MustCompile(re).MatchString(r.Warnings[i]) {
+					t.Errorf("warning %d = %q, want a match for %q", i, r.Warnings[i], re)
 				}
 			}
 			if r.PodName != "" && (r.PodName != tt.pod.name || r.PodUID != tt.pod.uid || r.PodNamespace != "default") {
@@ -184,7 +220,7 @@ func TestAuditCommand(t *testing.T) {
 		}
 		for _, want := range []string{
 			"POD ", "default/memory-eater-bash", risky[:13], "AT-RISK", "/system.slice/x",
-			"default/batch", "UNLIMITED", ok[:13], "3 sandboxes: 1 OK, 1 UNLIMITED, 1 AT-RISK",
+			"default/batch", "UNLIMITED", ok[:13], "3 sandboxes: 1 OK, 1 UNLIMITED, 0 WARN, 1 AT-RISK",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("audit table lacks %q:\n%s", want, out)

@@ -120,6 +120,8 @@ type fakePod struct {
 	// limit (0: none).
 	sandboxMemory string
 	appLimit      int64
+	// leafLimit is the sandbox scope's memory.max ("": max).
+	leafLimit string
 }
 
 // ids returns the sandbox and app container ids of a pod.
@@ -156,7 +158,11 @@ func (n *fakeNode) add(p fakePod) (id, podCgroup string) {
 		limit = "max"
 	}
 	n.cgroupDir(podCgroup, limit)
-	n.cgroupDir(leaf, "max")
+	leafLimit := p.leafLimit
+	if leafLimit == "" {
+		leafLimit = "max"
+	}
+	n.cgroupDir(leaf, leafLimit)
 	ann := map[string]string{
 		"io.kubernetes.cri.container-type": "sandbox",
 		cri.SandboxID:                      id,

@@ -50,6 +50,8 @@ var (
 	// ErrScopeTimeout is returned by MoveToScope when the job result does
 	// not arrive before the context ends.
 	ErrScopeTimeout = errors.New("timed out waiting for systemd scope job")
+	// ErrNoCgroup: a cgroup directory that should exist does not.
+	ErrNoCgroup = errors.New("cgroup does not exist")
 )
 
 // ParseError describes a value that could not be parsed, in the manner of

@@ -18,7 +18,10 @@ type Record struct {
 	PodNamespace  string    `json:"pod_namespace,omitempty"`
 	PodName       string    `json:"pod_name,omitempty"`
 	PodUID        string    `json:"pod_uid,omitempty"`
-	CgroupsPath   string    `json:"cgroups_path"`
+	// SandboxID is the pod's sandbox container (an app container's
+	// io.kubernetes.cri.sandbox-id).
+	SandboxID   string `json:"sandbox_id,omitempty"`
+	CgroupsPath string `json:"cgroups_path"`
 	// RunscCgroupsPath is the cgroupsPath the guard gave runsc instead
 	// (cgroup v1: a directory in the guard's scope under the pod slice).
 	RunscCgroupsPath string `json:"runsc_cgroups_path,omitempty"`
@@ -59,4 +62,28 @@ type Record struct {
 	Outcome  string   `json:"outcome"`
 	Warnings []string `json:"warnings,omitempty"`
 	Error    string   `json:"error,omitempty"`
+	// Current is the pod cgroup's limit the guard last followed after a
+	// resize (nil: none seen since Create, Effective still holds).
+	Current *Limits `json:"current,omitempty"`
+	// Follows are the resizes of the pod the guard followed, oldest
+	// first, the last MaxFollows of them.
+	Follows []Follow `json:"follows,omitempty"`
+}
+
+// MaxFollows is how many resizes a record keeps.
+const MaxFollows = 32
+
+// Follow is one resize of a pod the guard followed (sandboxfix.Follow).
+type Follow struct {
+	Time time.Time `json:"time"`
+	// From and To are the pod's limits before and after.
+	From Limits `json:"from"`
+	To   Limits `json:"to"`
+	// Written are the cgroups below the pod the guard gave the new
+	// limit ("<dir> memory" or "<dir> cpu", and how: systemd or file).
+	Written []string `json:"written,omitempty"`
+	// TotalMemory is the --total-memory the sandbox keeps from its boot
+	// (gVisor cannot change it, google/gvisor#14409).
+	TotalMemory uint64 `json:"total_memory,omitempty"`
+	Error       string `json:"error,omitempty"`
 }

@@ -115,6 +115,19 @@ func TestResolve(t *testing.T) {
 			},
 		},
 		{
+			// Pod-level resources (KEP-2837): the containers declare no
+			// limit of their own, kubelet writes the pod's into the pod
+			// slice and into the sandbox resources containerd turns into
+			// the annotations. Resolved as any pod limit, no warning.
+			name: "v2 systemd pod-level resources", version: V2,
+			files: systemdV2Tree(false),
+			in: ResolveInput{CgroupsPath: burstablePath, Annotations: map[string]string{
+				cri.SandboxMemory: "268435456", cri.SandboxCPUQuota: "10000", cri.SandboxCPUPeriod: "100000",
+			}},
+			want: Resolution{PodCgroup: burstablePod, Sources: burstableSources, Effective: podLimits,
+				Annotation: &Limits{MemoryBytes: mib256, CPUQuota: 10000, CPUPeriod: 100000}},
+		},
+		{
 			name: "v2 systemd guaranteed", version: V2,
 			files: systemdV2Tree(false),
 			in:    ResolveInput{CgroupsPath: guaranteedPath},

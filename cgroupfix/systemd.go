@@ -19,6 +19,7 @@ import (
 type Systemd interface {
 	StartTransientUnitContext(ctx context.Context, name, mode string, properties []dbus.Property, ch chan<- string) (int, error)
 	ResetFailedUnitContext(ctx context.Context, name string) error
+	SetUnitPropertiesContext(ctx context.Context, name string, runtime bool, properties ...dbus.Property) error
 }
 
 var _ Systemd = (*dbus.Conn)(nil)

@@ -3,6 +3,7 @@ package cgroupfix
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -33,6 +34,12 @@ type fakeSystemd struct {
 func (f *fakeSystemd) ResetFailedUnitContext(ctx context.Context, name string) error {
 	f.calls = append(f.calls, "reset-failed "+name)
 	return f.resetErr
+}
+
+func (f *fakeSystemd) SetUnitPropertiesContext(ctx context.Context, name string, runtime bool, props ...dbus.Property) error {
+	f.calls = append(f.calls, fmt.Sprintf("set-properties %s runtime=%v", name, runtime))
+	f.props = props
+	return f.startErr
 }
 
 func (f *fakeSystemd) StartTransientUnitContext(ctx context.Context, name, mode string, props []dbus.Property, ch chan<- string) (int, error) {

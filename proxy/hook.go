@@ -33,3 +33,14 @@ type NewHook func(cfg config.Config) CreateHook
 type StartHook interface {
 	AfterStart(ctx context.Context, id, bundle string) error
 }
+
+// FollowHook is a CreateHook that also follows a pod's resources after its
+// Create (in-place resize). The router calls Follow, with the container
+// the call named, after forwarding each Update, whatever the runsc shim
+// answered; the server calls it with every container it serves on an
+// interval (ServerOptions.FollowEvery). containers maps ids to bundles.
+// It must not block for long and reports nothing: the Update's answer is
+// the runsc shim's.
+type FollowHook interface {
+	Follow(ctx context.Context, containers map[string]string)
+}

@@ -616,10 +616,40 @@ func (r *Router) CloseIO(ctx context.Context, req *taskAPI.CloseIORequest) (*emp
 	})
 }
 
+// followAgainAfter: a FollowHook follows an Update's container once more
+// this long after the Update, for the cut kubelet makes to the pod cgroup
+// only after its UpdateContainerResources calls succeeded.
+const followAgainAfter = 2 * time.Second
+
+// Update forwards, then lets a FollowHook make the pod's cgroups follow
+// the resize, whatever the runsc shim answered (an old runsc may refuse
+// the update while the pod cgroup already holds the new limit). kubelet
+// raises the pod cgroup before it updates the containers and lowers it
+// after (docs/upstream.md#resize), so the hook follows
+// at once and again followAgainAfter later. The answer is the runsc shim's.
 func (r *Router) Update(ctx context.Context, req *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
 	return forward(ctx, r, req.ID, func(ctx context.Context, t taskAPI.TTRPCTaskService) (*emptypb.Empty, error) {
-		return t.Update(ctx, req)
+		resp, err := t.Update(ctx, req)
+		if fh, ok := r.hook.(FollowHook); ok {
+			c := map[string]string{req.ID: r.bundle(req.ID)}
+			bg := context.WithoutCancel(ctx)
+			fh.Follow(bg, c)
+			time.AfterFunc(followAgainAfter, func() { fh.Follow(bg, c) })
+		}
+		return resp, err
 	})
+}
+
+// Containers returns the bundles of the containers the router serves, by
+// id.
+func (r *Router) Containers() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := make(map[string]string, len(r.byID))
+	for id, e := range r.byID {
+		m[id] = e.bundle
+	}
+	return m
 }
 
 func (r *Router) Stats(ctx context.Context, req *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {

@@ -59,6 +59,7 @@ func Serve(ctx context.Context, f Flags, newHook NewHook) error {
 		Hook:        hook,
 		Dial:        func(a string) (net.Conn, error) { return dialDelegate(a) },
 		Idle:        idleTimeout,
+		FollowEvery: cfg.FollowInterval(),
 	})
 	if err != nil {
 		return err
@@ -97,6 +98,9 @@ type ServerOptions struct {
 	Idle time.Duration
 	// Grace overrides lastReplyGrace (tests).
 	Grace time.Duration
+	// FollowEvery is how often a FollowHook follows every container the
+	// server serves, besides after each Update; zero never.
+	FollowEvery time.Duration
 }
 
 // Server serves the guard's task API for one pod: one listening socket per
@@ -144,11 +148,34 @@ func NewServer(ctx context.Context, o ServerOptions) (*Server, error) {
 	if o.Idle > 0 {
 		time.AfterFunc(o.Idle, s.idle)
 	}
+	if fh, ok := o.Hook.(FollowHook); ok && o.FollowEvery > 0 {
+		go s.followEvery(fh, o.FollowEvery)
+	}
 	go func() {
 		<-s.stop
 		s.shutdown()
 	}()
 	return s, nil
+}
+
+// followEvery follows the pod's containers on an interval until the
+// server stops: kubelet resizes some pods without an Update reaching a
+// shim (a pod-level resize that leaves each container's own resources
+// alone, KEP-5419; an operator's systemctl set-property), which the
+// Update alone would miss.
+func (s *Server) followEvery(fh FollowHook, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if c := s.router.Containers(); len(c) > 0 {
+				fh.Follow(s.ctx, c)
+			}
+		}
+	}
 }
 
 // Router returns the server's task service.

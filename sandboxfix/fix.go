@@ -70,6 +70,10 @@ type SandboxFix struct {
 	hierarchyOnce sync.Once
 	hier          cgroupfix.Hierarchy
 	hierErr       error
+
+	// followMu orders Follow and AfterStart, the writers of a record
+	// after its Create.
+	followMu sync.Mutex
 }
 
 // Holder keeps a transient scope alive until runsc's processes are in it
@@ -139,7 +143,7 @@ func (s *SandboxFix) BeforeCreate(ctx context.Context, req *taskAPI.CreateTaskRe
 	rec := &cgroupfix.Record{
 		Time: s.Now().UTC(), ContainerID: req.ID, ContainerType: ctype,
 		PodNamespace: ann[cri.SandboxNamespace], PodName: ann[cri.SandboxName], PodUID: ann[cri.SandboxUID],
-		Actions: []string{}, Outcome: "ok",
+		SandboxID: ann[cri.SandboxID], Actions: []string{}, Outcome: "ok",
 	}
 	if spec.Linux != nil {
 		rec.CgroupsPath = spec.Linux.CgroupsPath
@@ -547,6 +551,14 @@ func (w *work) after(ctx context.Context, resp *taskAPI.CreateTaskResponse) erro
 		return w.fail(ctx, err)
 	}
 	w.tellSystemd()
+	if w.sandbox() && w.rec.SandboxPID > 0 {
+		for _, p := range append(after, procs...) { // after the move, else as found
+			if p.PID == w.rec.SandboxPID {
+				w.unpinCPUv1(p)
+				break
+			}
+		}
+	}
 	if w.sandbox() && w.rec.Effective.MemoryLimited() && w.rec.TotalMemory > w.rec.Effective.MemoryBytes {
 		// The kernel holds the pod to its limit (the sandbox is inside the
 		// pod cgroup), but gVisor's MemTotal is wrong: a move cannot fix
@@ -564,12 +576,10 @@ func (w *work) after(ctx context.Context, resp *taskAPI.CreateTaskResponse) erro
 // under the pod, as at Create. Containers the guard made no record for at
 // Create (not CRI, no cgroupsPath) are left alone.
 func (s *SandboxFix) AfterStart(ctx context.Context, id, bundle string) error {
-	b, err := safefile.ReadFile(filepath.Join(bundle, cgroupfix.RecordFile), cgroupfix.MaxRecordSize)
-	if err != nil {
-		return nil
-	}
-	rec := &cgroupfix.Record{}
-	if err := json.Unmarshal(b, rec); err != nil || rec.CgroupsPath == "" || rec.PodCgroup == "" {
+	s.followMu.Lock()
+	defer s.followMu.Unlock()
+	rec, err := readRecordFile(bundle)
+	if err != nil || rec.CgroupsPath == "" || rec.PodCgroup == "" {
 		return nil
 	}
 	w := &work{fix: s, req: &taskAPI.CreateTaskRequest{ID: id, Bundle: bundle}, rec: rec}

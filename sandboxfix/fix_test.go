@@ -7,6 +7,7 @@ import (
 	"fmt"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/runsc-guard/runsc-guard/internal/cri"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -55,6 +56,11 @@ type fakeHost struct {
 	dropBus  int
 	connects int
 	release  int // what `runsc --version` says; Debian's by default
+	// sets are the units SetUnitProperties was called for; setErr fails
+	// it, setIgnore makes it succeed without writing (the fallback).
+	sets      []string
+	setErr    error
+	setIgnore bool
 	// v1: /proc/<pid>/cgroup in cgroup v1's form (newFakeHostV1).
 	v1 bool
 }
@@ -148,6 +154,53 @@ func (h *fakeHost) StartTransientUnitContext(_ context.Context, name, mode strin
 	}
 	ch <- "done"
 	return 1, nil
+}
+
+// SetUnitPropertiesContext writes MemoryMax and CPUQuotaPerSecUSec into
+// the unit's cgroup as systemd would (unless setIgnore), failing with
+// setErr when set.
+func (h *fakeHost) SetUnitPropertiesContext(_ context.Context, name string, runtime bool, props ...dbus.Property) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sets = append(h.sets, fmt.Sprintf("%s runtime=%v", name, runtime))
+	if h.setErr != nil {
+		return h.setErr
+	}
+	if h.setIgnore {
+		return nil
+	}
+	var dir string
+	_ = filepath.WalkDir(h.cgroups, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == name {
+			dir = p
+		}
+		return nil
+	})
+	if dir == "" {
+		return godbus.Error{Name: "org.freedesktop.systemd1.NoSuchUnit"}
+	}
+	for _, p := range props {
+		v := p.Value.Value().(uint64)
+		switch p.Name {
+		case "MemoryMax":
+			s := "max"
+			if v != math.MaxUint64 {
+				s = fmt.Sprint(v)
+			}
+			if h.v1 {
+				h.write(dir, "memory.limit_in_bytes", s)
+			} else {
+				h.write(dir, "memory.max", s)
+			}
+		case "CPUQuotaPerSecUSec":
+			s := "max"
+			if v != math.MaxUint64 {
+				s = fmt.Sprint(v / 10) // of a 100 ms period
+			}
+			h.write(dir, "cpu.max", s+" 100000")
+		}
+	}
+	return nil
 }
 
 func (h *fakeHost) ResetFailedUnitContext(context.Context, string) error {

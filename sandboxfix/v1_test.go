@@ -280,3 +280,53 @@ func TestV1Cgroupfs(t *testing.T) {
 		t.Errorf("units %v, holder %d, record %+v", h.units, holder.released, r)
 	}
 }
+
+// TestV1CPUUnpinned: on cgroup v1 (cgroupfs driver) runsc applies the
+// spec's CPU quota, the pod's, to the sandbox's cgroup. v1 refuses a
+// parent a quota below a child's, so kubelet could never cut the pod's
+// CPU again: once the sandbox booted, the guard lifts that quota, and a
+// Follow after a resize never writes a finite one below the pod.
+func TestV1CPUUnpinned(t *testing.T) {
+	h := newFakeHostV1(t, "268435456")
+	const pod = "/kubepods/burstable/podU1"
+	leaf := pod + "/" + sandboxID
+	h.write(h.cgroups, "memory"+pod+"/memory.limit_in_bytes", "268435456\n")
+	h.write(h.cgroups, "cpu,cpuacct"+pod+"/cpu.cfs_quota_us", "50000\n")
+	h.write(h.cgroups, "cpu,cpuacct"+pod+"/cpu.cfs_period_us", "100000\n")
+	fix, _ := v1Fix(h, config.PolicyEnforce)
+	tb := newTestBed(t, map[string]string{sandboxID: "d1"}, fix)
+	b := sandboxBundle(t, tb, sandboxID, leaf, 0)
+	tb.fakes["d1"].onCreate = func(*taskAPI.CreateTaskRequest) {
+		h.runscV1(t, b, limit256)
+		// runsc's v1 manager applies the spec the guard wrote.
+		h.write(h.cgroups, "memory"+leaf+"/memory.limit_in_bytes", "268435456\n")
+		h.write(h.cgroups, "cpu,cpuacct"+leaf+"/cpu.cfs_quota_us", "50000\n")
+		h.write(h.cgroups, "cpu,cpuacct"+leaf+"/cpu.cfs_period_us", "100000\n")
+	}
+	opts, _ := optionsAny(t, tb.dir, "")
+	if _, err := tb.guard.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: sandboxID, Bundle: b, Options: opts}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	spec, _ := ocispec.Read(b)
+	if spec.Linux.Resources == nil || spec.Linux.Resources.CPU == nil || spec.Linux.Resources.CPU.Quota == nil || *spec.Linux.Resources.CPU.Quota != 50000 {
+		t.Fatalf("spec CPU %+v: want the pod's 50000 for runsc to size the sandbox by", spec.Linux.Resources)
+	}
+	if got := h.read(t, "cpu,cpuacct"+leaf+"/cpu.cfs_quota_us"); got != "-1" {
+		t.Errorf("sandbox cgroup cpu.cfs_quota_us = %s after Create, want -1 (the pod's holds it)", got)
+	}
+	// kubelet raises the pod; the leaf (given a quota again by someone)
+	// goes back to unlimited, not to the pod's.
+	h.write(h.cgroups, "cpu,cpuacct"+pod+"/cpu.cfs_quota_us", "100000\n")
+	h.write(h.cgroups, "cpu,cpuacct"+leaf+"/cpu.cfs_quota_us", "50000\n")
+	fix.Follow(context.Background(), map[string]string{sandboxID: b})
+	if got := h.read(t, "cpu,cpuacct"+leaf+"/cpu.cfs_quota_us"); got != "-1" {
+		t.Errorf("sandbox cgroup cpu.cfs_quota_us = %s after the raise, want -1", got)
+	}
+	if got := h.read(t, "memory"+leaf+"/memory.limit_in_bytes"); got != "268435456" {
+		t.Errorf("sandbox memory.limit_in_bytes = %s, want the unchanged pod's", got)
+	}
+	r := readRecord(t, b)
+	if len(r.Follows) != 1 || r.Follows[0].To.CPUQuota != 100000 || !cmp.Equal([]string{leaf + " cpu file"}, r.Follows[0].Written) {
+		t.Errorf("follows = %+v", r.Follows)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -71,6 +72,34 @@ type Config struct {
 	// pod; "" asks runsc afresh in each. Default
 	// "/run/runsc-guard/probes.json".
 	ProbeCache string `toml:"probe_cache"`
+	// Follow is how often each pod's guard re-reads the pod's cgroup
+	// limits and makes the cgroups below it follow a resize, besides
+	// around every Update of one of its containers: a Go duration ("10s",
+	// the default; "0" only around Updates).
+	Follow string `toml:"follow_interval"`
+}
+
+// DefaultFollowInterval is follow_interval's default.
+const DefaultFollowInterval = 10 * time.Second
+
+// FollowInterval returns follow_interval (0: only around Updates).
+func (c Config) FollowInterval() time.Duration {
+	d, err := parseFollow(c.Follow)
+	if err != nil {
+		return DefaultFollowInterval // Load refused it; a Config built in code
+	}
+	return d
+}
+
+func parseFollow(s string) (time.Duration, error) {
+	if s == "" {
+		return DefaultFollowInterval, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || (d > 0 && d < time.Second) {
+		return 0, fmt.Errorf("follow_interval %q: want a duration of at least 1s (\"10s\"), or \"0\"", s)
+	}
+	return d, nil
 }
 
 // Default returns the configuration used when no file exists.
@@ -132,6 +161,9 @@ func (c *Config) validate() error {
 	case PolicyEnforce, PolicyWarn:
 	default:
 		return fmt.Errorf("policy %q: want %q or %q", c.Policy, PolicyEnforce, PolicyWarn)
+	}
+	if _, err := parseFollow(c.Follow); err != nil {
+		return err
 	}
 	return nil
 }

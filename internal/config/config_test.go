@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -25,8 +26,13 @@ add_runsc_flags = false
 cgroup_root = "/mnt/cg"
 proc_root = "/mnt/proc"
 probe_cache = ""
+follow_interval = "1m"
 `, Config{ShimPath: "/opt/runsc/containerd-shim-runsc-v1", Policy: PolicyWarn, UseSandboxAnnotations: true,
-			AddRunscFlags: false, CgroupRoot: "/mnt/cg", ProcRoot: "/mnt/proc", ProbeCache: ""}, nil},
+			AddRunscFlags: false, CgroupRoot: "/mnt/cg", ProcRoot: "/mnt/proc", ProbeCache: "", Follow: "1m"}, nil},
+		{"follow only after updates", "follow_interval = \"0\"\n", Config{ShimPath: def.ShimPath, Policy: def.Policy,
+			AddRunscFlags: true, CgroupRoot: def.CgroupRoot, ProcRoot: def.ProcRoot, ProbeCache: def.ProbeCache, Follow: "0"}, nil},
+		{"follow too often", "follow_interval = \"10ms\"\n", Config{}, ErrBadConfig},
+		{"follow not a duration", "follow_interval = \"10\"\n", Config{}, ErrBadConfig},
 		{"partial keeps defaults", "policy = \"enforce\"\n", def, nil},
 		{"unknown key", "polcy = \"warn\"\n", Config{}, ErrBadConfig},
 		{"bad policy", "policy = \"lenient\"\n", Config{}, ErrBadConfig},
@@ -49,6 +55,10 @@ probe_cache = ""
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("Load(%q) (-want +got):\n%s", tc.body, diff)
+			}
+			want := map[string]time.Duration{"": DefaultFollowInterval, "0": 0, "1m": time.Minute}[tc.want.Follow]
+			if got.FollowInterval() != want {
+				t.Errorf("Load(%q).FollowInterval() = %v, want %v", tc.body, got.FollowInterval(), want)
 			}
 		})
 	}

@@ -32,6 +32,10 @@ const (
 type Dir struct {
 	fd   int
 	name string
+	// cgroupfs: the directory is on a cgroup filesystem (v1 or v2), whose
+	// files are all regular (kernfs has no FIFOs, devices or sockets) and
+	// answer a read with all they hold up to the buffer's size.
+	cgroupfs bool
 }
 
 // OpenDir opens the directory path as a Dir.
@@ -40,7 +44,12 @@ func OpenDir(path string) (*Dir, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return &Dir{fd: fd, name: path}, nil
+	d := &Dir{fd: fd, name: path}
+	var fs unix.Statfs_t
+	if unix.Fstatfs(fd, &fs) == nil {
+		d.cgroupfs = fs.Type == unix.CGROUP2_SUPER_MAGIC || fs.Type == unix.CGROUP_SUPER_MAGIC
+	}
+	return d, nil
 }
 
 // Name is the path the Dir was opened by.
@@ -117,6 +126,11 @@ func (d *Dir) openat(rel string, flags int) (int, error) {
 // RESOLVE_NO_MAGICLINKS, without its allocation: the NUL-terminated path
 // is built on the stack when it is short, as every cgroup file's is.
 func openat2(dirfd int, rel string, flags int) (int, error) {
+	return openat2x(dirfd, rel, flags, unix.RESOLVE_BENEATH|unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS)
+}
+
+// openat2x is openat2 with the RESOLVE_ flags resolve.
+func openat2x(dirfd int, rel string, flags int, resolve uint64) (int, error) {
 	var pb [512]byte
 	var p []byte
 	if len(rel) < len(pb) {
@@ -128,7 +142,7 @@ func openat2(dirfd int, rel string, flags int) (int, error) {
 	}
 	how := unix.OpenHow{
 		Flags:   uint64(flags),
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		Resolve: resolve,
 	}
 	for {
 		r, _, e := unix.Syscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(&p[0])),
@@ -175,11 +189,70 @@ func (d *Dir) walk(rel string, flags int) (int, error) {
 // regular, as ReadFile does a path. It makes no *os.File: reading a
 // cgroup's few small files is then openat2, fstat, read and close.
 func (d *Dir) ReadFile(rel string, max int64, buf []byte) ([]byte, error) {
+	if d.cgroupfs && max < pageSize && !noOpenat2.Load() {
+		if b, ok, err := d.readCgroupFile(rel, max, buf); ok {
+			return b, err
+		}
+	}
 	fd, err := d.openat(rel, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, err
 	}
 	return readRegular(fd, d.name, rel, max, buf)
+}
+
+// pageSize bounds the files readCgroupFile reads: kernfs answers one read
+// with up to a page of what a file holds, so below that a short read is
+// its end.
+const pageSize = 4096
+
+// readCgroupFile is ReadFile's path on a cgroup filesystem, three system
+// calls (openat2, read, close) where the general one takes five (fstat,
+// and a read that finds the end, as kernfs reports no size): opened with
+// RESOLVE_NO_XDEV as well, the file is on the same cgroup mount, hence
+// regular. ok is false when the file is on another mount (openat2 says
+// EXDEV, as it does for an escape too): the general path then decides.
+func (d *Dir) readCgroupFile(rel string, max int64, buf []byte) (b []byte, ok bool, err error) {
+	c, err := clean(rel)
+	if err != nil {
+		return nil, true, err
+	}
+	fd, err := openat2x(d.fd, c, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW,
+		unix.RESOLVE_BENEATH|unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS|unix.RESOLVE_NO_XDEV)
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EXDEV), errors.Is(err, unix.ENOSYS):
+		return nil, false, nil
+	case errors.Is(err, unix.ELOOP):
+		return nil, true, fmt.Errorf("%w: %s", ErrEscape, d.Path(c))
+	default:
+		return nil, true, &os.PathError{Op: "open", Path: d.Path(c), Err: err}
+	}
+	defer unix.Close(fd)
+	b = buf[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		space := cap(b) - len(b)
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
+		}
+		if errors.Is(err, unix.EISDIR) {
+			return nil, true, fmt.Errorf("open %s: %w: a directory", d.Path(c), ErrNotRegular)
+		}
+		if err != nil {
+			return nil, true, &os.PathError{Op: "read", Path: d.Path(c), Err: err}
+		}
+		b = b[:len(b)+n]
+		if int64(len(b)) > max {
+			return nil, true, fmt.Errorf("read %s: %w: over %d bytes", d.Path(c), ErrTooLarge, max)
+		}
+		if n < space {
+			return b, true, nil
+		}
+	}
 }
 
 // readRegular reads the open fd (named dir/rel in errors), closing it:

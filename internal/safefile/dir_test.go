@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestDirHostile: beneath a Dir nothing leaves it or passes a symlink,
@@ -77,5 +79,130 @@ func TestDirHostile(t *testing.T) {
 				t.Fatal("ReadFile of a FIFO hung")
 			}
 		})
+	}
+}
+
+// TestDirCgroupfs: on a real cgroup mount (read only; skipped where this
+// machine has none) ReadFile takes the three-call path and reads what
+// os.ReadFile reads, small buffer or not; a directory is refused as not
+// regular, a missing file is fs.ErrNotExist, a file over max ErrTooLarge.
+func TestDirCgroupfs(t *testing.T) {
+	var root, file string
+	for _, c := range []struct{ root, file string }{
+		{"/sys/fs/cgroup", "cgroup.controllers"},
+		{"/sys/fs/cgroup/memory", "memory.limit_in_bytes"},
+		{"/sys/fs/cgroup/cpu,cpuacct", "cpu.cfs_period_us"},
+	} {
+		if d, err := OpenDir(c.root); err == nil {
+			ok := d.cgroupfs
+			d.Close()
+			if _, err := os.Stat(filepath.Join(c.root, c.file)); ok && err == nil {
+				root, file = c.root, c.file
+				break
+			}
+		}
+	}
+	if root == "" {
+		t.Skip("no cgroup filesystem mounted here")
+	}
+	d, err := OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want, err := os.ReadFile(filepath.Join(root, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{0, 1, 8, 64} {
+		got, err := d.ReadFile(file, 4000, make([]byte, 0, size))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("ReadFile(%s) with a %d-byte buffer = %q, %v; want %q", file, size, got, err, want)
+		}
+		if _, ok, _ := d.readCgroupFile(file, 4000, make([]byte, 0, size)); !ok {
+			t.Errorf("readCgroupFile(%s) left it to the general path", file)
+		}
+	}
+	if _, err := d.ReadFile(".", 4000, nil); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("ReadFile(.) = %v, want ErrNotRegular", err)
+	}
+	if _, err := d.ReadFile("no-such-file", 4000, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadFile(no-such-file) = %v, want fs.ErrNotExist", err)
+	}
+	if len(want) > 1 {
+		if _, err := d.ReadFile(file, 1, nil); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("ReadFile(%s, max 1) = %v, want ErrTooLarge", file, err)
+		}
+	}
+}
+
+// cgroupFile is a small file on a real cgroup mount here, for the
+// benchmarks (skipped where there is none).
+func cgroupFile(b *testing.B) (root, file string) {
+	for _, c := range []struct{ root, file string }{
+		{"/sys/fs/cgroup", "cgroup.controllers"},
+		{"/sys/fs/cgroup/memory", "memory.limit_in_bytes"},
+	} {
+		if _, err := os.Stat(filepath.Join(c.root, c.file)); err == nil {
+			return c.root, c.file
+		}
+	}
+	b.Skip("no cgroup filesystem mounted here")
+	return "", ""
+}
+
+// BenchmarkReadFileCgroupfs: one limit file read through a Dir on a real
+// cgroup mount, by the cgroupfs path and by the general one (fstat, and a
+// read to find the end); BenchmarkReadFileCgroupfsFloor is the raw
+// openat2, read, close of the same file.
+func BenchmarkReadFileCgroupfs(b *testing.B) {
+	root, file := cgroupFile(b)
+	d, err := OpenDir(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	if !d.cgroupfs {
+		b.Fatalf("%s is not seen as a cgroup filesystem", root)
+	}
+	for _, general := range []bool{false, true} {
+		name := "cgroupfs"
+		if general {
+			name = "general"
+		}
+		b.Run(name, func(b *testing.B) {
+			d.cgroupfs = !general
+			defer func() { d.cgroupfs = true }()
+			buf := make([]byte, 0, 64)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := d.ReadFile(file, 4000, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkReadFileCgroupfsFloor(b *testing.B) {
+	root, file := cgroupFile(b)
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	how := &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := unix.Openat2(fd, file, how)
+		if err != nil {
+			b.Fatal(err)
+		}
+		unix.Read(f, buf)
+		unix.Close(f)
 	}
 }
