@@ -21,7 +21,7 @@ var kubeCases []*scenarioCase
 // gofers in kubelet's pod slice, the stats near the limit, audit OK. Then
 // Guaranteed, BestEffort, overhead and two-container pods behind the guard.
 func TestScenario15Kube(t *testing.T) {
-	cases := loadScenario(t, "15", "cluster", "red", "install", "green", "beyond")
+	cases := loadScenario(t, "15", "cluster", "red", "install", "green", "beyond", "resize")
 	kubeCases = cases
 	run(t, cases, func(t *testing.T, c *scenarioCase) {
 		f := c.f
@@ -67,10 +67,30 @@ func TestScenario15Kube(t *testing.T) {
 					"%s: guard record actions %q, want spec-limit and runsc-flag (Debian's runsc)", app, f[app+"_guard_actions"])
 			}
 			c.outcome = fmt.Sprintf("GREEN: python %s; bash %s", f["python_oom_seen"], f["bash_oom_seen"])
+		case "resize":
+			// Issue 10: kubectl's in-place resize behind the guard.
+			c.check(t, f["apply_rc"] == "0" && f["patch_rc"] == "0", "kubectl apply exited %s, kubectl patch --subresource resize %s (patch.txt)", f["apply_rc"], f["patch_rc"])
+			c.check(t, f["before_pod_memory_max"] == "268435456" && f["before_sandbox_memory_max"] != "",
+				"before the resize: pod slice %q, sandbox cgroup %q, want 268435456 and a running sandbox", f["before_pod_memory_max"], f["before_sandbox_memory_max"])
+			c.check(t, f["pod_raised"] == "0", "kubelet did not raise the pod slice to 512Mi within 120 s (now %s)", f["raised_pod_memory_max"])
+			c.check(t, f["sandbox_followed"] == "0", "the sandbox's cgroup holds %q 60 s after, want the pod's 536870912 or max", f["raised_sandbox_memory_max"])
+			c.check(t, strings.Contains(f["alloc_output"], "ALLOC-OK"), "400 MB in the raised pod: %q, want it to survive", f["alloc_output"])
+			c.check(t, f["after_restarts"] == "eater:0", "restarts %q after the allocation, want none", f["after_restarts"])
+			c.check(t, strings.Contains(f["follows"], `"to":536870912`), "the guard's record has no follow to 512Mi: %q", f["follows"])
+			expectKubeAudit(t, c, "audit-resize", "eater-resize", "WARN")
+			// Pod-level resources: the pod's 256Mi sizes and holds it.
+			c.check(t, f["podlevel_ready"] == "0" && f.num("podlevel_pod_memory_max") == limit && f.num("podlevel_annotation") == limit &&
+				f.num("podlevel_guard_effective") == limit && f.num("podlevel_total_memory") == limit,
+				"pod-level resources: ready %s, pod slice %s, sandbox-memory annotation %s, guard effective %s, --total-memory %s, want 256Mi each",
+				f["podlevel_ready"], f["podlevel_pod_memory_max"], f["podlevel_annotation"], f["podlevel_guard_effective"], f["podlevel_total_memory"])
+			c.check(t, !strings.Contains(f["podlevel_alloc_output"], "ALLOC-OK") && f["podlevel_oom_restarted"] == "0",
+				"pod-level resources: 400 MB said %q, OOMKilled and restarted: %s, want killed", f["podlevel_alloc_output"], f["podlevel_oom_restarted"])
+			c.outcome = fmt.Sprintf("resized: pod %s, sandbox %s -> %s; 400 MB %s", f["raised_pod_memory_max"],
+				f["before_sandbox_memory_max"], f["raised_sandbox_memory_max"], map[bool]string{true: "survived", false: "failed"}[strings.Contains(f["alloc_output"], "ALLOC-OK")])
 		case "beyond":
 			c.check(t, f["apply_rc"] == "0", "kubectl apply exited %s", f["apply_rc"])
 			for _, p := range []string{"guaranteed", "overhead", "two"} {
-				c.check(t, f[p+"_waited"] == "0", "%s: kubelet did not report its eater OOM-killed and restarted, and running again, within 480 s", p)
+				c.check(t, f[p+"_waited"] == "0", "%s: kubelet did not report its eater OOM-killed and restarted within 420 s", p)
 			}
 			expectKubeHeld(t, c, "guaranteed", limit)
 			c.check(t, f["guaranteed_qos"] == "Guaranteed" && strings.HasPrefix(f["guaranteed_pod_cgroup"], "/kubepods.slice/kubepods-pod"),
@@ -98,6 +118,7 @@ func TestScenario15Kube(t *testing.T) {
 func expectKubeHeld(t *testing.T, c *scenarioCase, app string, podLimit int64) {
 	t.Helper()
 	f := c.f
+	c.check(t, f[app+"_sandbox_pid"] != "", "%s: no running sandbox of the pod was caught (none with no container mid-start) (%s_caught=%s)", app, app, f[app+"_caught"])
 	c.check(t, strings.Contains(f[app+"_oom_seen"], "OOMKilled"), "%s: restarts and last terminations %q, want OOMKilled", app, f[app+"_oom_seen"])
 	c.check(t, f.num(app+"_pod_memory_max") == podLimit, "%s: pod slice memory.max %s, want %d", app, f[app+"_pod_memory_max"], podLimit)
 	c.check(t, f.num(app+"_pod_oom_kill") > 0, "%s: no OOM kill in the pod slice (memory.events)", app)
@@ -123,7 +144,7 @@ func expectKubeStats(t *testing.T, c *scenarioCase, app string) {
 // its sandboxes (kubelet re-creates one an OOM kill took down).
 func expectKubeAudit(t *testing.T, c *scenarioCase, name, pod, verdict string) {
 	t.Helper()
-	rc := map[string]string{"OK": "0", "AT-RISK": "1"}[verdict]
+	rc := map[string]string{"OK": "0", "WARN": "0", "AT-RISK": "1"}[verdict]
 	key := strings.ReplaceAll(name, "-", "_") + "_rc"
 	c.check(t, c.f[key] == rc, "%s exited %s, want %s", name, c.f[key], rc)
 	a, err := readAuditJSON(c, name)
@@ -164,4 +185,31 @@ func printKube(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+// TestScenario17KubeContainerd2: scenario 15's seed node on containerd
+// 2.4.2 (run when named): the python Deployment RED on the stock shim,
+// install.sh --restart against config2.toml, then GREEN.
+func TestScenario17KubeContainerd2(t *testing.T) {
+	run(t, loadScenario(t, "17", "cluster", "red", "install", "green"), func(t *testing.T, c *scenarioCase) {
+		f := c.f
+		switch c.name {
+		case "cluster":
+			c.check(t, strings.HasPrefix(f["kube_runtime"], "containerd://2.4"), "node runtime %q, want containerd 2.4", f["kube_runtime"])
+			c.outcome = fmt.Sprintf("node Ready in %ss (%s, %s)", f["kube_ready_seconds"], f["kubelet_version"], f["kube_runtime"])
+		case "red":
+			c.check(t, strings.HasPrefix(f["python_sandbox_cgroup"], "/system.slice/"), "sandbox in %q, want system.slice", f["python_sandbox_cgroup"])
+			c.check(t, f.num("python_sandbox_current") > 256<<20, "sandbox charges %s B, want past 256Mi", f["python_sandbox_current"])
+			c.outcome = fmt.Sprintf("RED: python sandbox %s in %s", mibs(f.num("python_sandbox_current")), clip(f["python_sandbox_cgroup"], 40))
+		case "install":
+			c.check(t, f["install_rc"] == "0", "install.sh --restart exited %s (samples/install.txt)", f["install_rc"])
+			c.check(t, f["handler_after_install"] == "io.containerd.runsc-guard.v1", "handler runsc is %q after install", f["handler_after_install"])
+			c.check(t, f["node_ready_after_install"] == "0", "the node was not Ready within 120 s of containerd's restart")
+		case "green":
+			expectKubeHeld(t, c, "python", limit)
+			c.check(t, f["python_restarted"] == "0", "kubelet did not report the container OOM-killed and restarted within 420 s")
+			expectKubeAudit(t, c, "audit-green-python", f["python_pod"], "OK")
+			c.outcome = "GREEN: " + f["python_oom_seen"]
+		}
+	})
 }

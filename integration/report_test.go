@@ -74,6 +74,7 @@ func printReport(w io.Writer) {
 	printCost(w)
 	printFaultTables(w)
 	printKube(w)
+	printResize(w)
 	printGaps(w)
 	passed, failed, skipped := 0, 0, 0
 	for _, m := range missing {

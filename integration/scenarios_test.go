@@ -354,7 +354,7 @@ func TestScenario6Transparency(t *testing.T) {
 }
 
 func TestScenario7Containerd2(t *testing.T) {
-	cases := loadScenario(t, "7", "red-doubler", "red-alloc", "green-doubler", "green-alloc")
+	cases := loadScenario(t, "7", "red-alloc", "green-alloc")
 	run(t, cases, func(t *testing.T, c *scenarioCase) {
 		if strings.HasPrefix(c.name, "red-") {
 			expectRed(t, c)
@@ -497,7 +497,7 @@ func TestScenario9Install(t *testing.T) {
 // TestScenario10Containerd17: scenarios 1 and 2 on containerd 1.7.35, the
 // stock shim used directly (1.7 parses its JSON start reply).
 func TestScenario10Containerd17(t *testing.T) {
-	cases := loadScenario(t, "10", "red-doubler", "red-alloc", "green-doubler", "green-alloc")
+	cases := loadScenario(t, "10", "red-alloc", "green-alloc")
 	run(t, cases, func(t *testing.T, c *scenarioCase) {
 		c.check(t, strings.HasPrefix(c.f["containerd"], "v1.7.") || strings.HasPrefix(c.f["containerd"], "1.7."),
 			"containerd %q, want 1.7", c.f["containerd"])

@@ -16,15 +16,16 @@ import (
 // hierarchies, with no move, and audit says OK.
 func TestScenario13CgroupV1(t *testing.T) {
 	names := []string{
-		"sd-doubler-stock-deb", "sd-doubler-guard-deb", "sd-doubler-stock-new", "sd-doubler-guard-new",
 		"sd-alloc-stock-deb", "sd-alloc-guard-deb", "sd-alloc-stock-new", "sd-alloc-guard-new",
 		"sd-alloc-guard-new-sd",
 		"fs-alloc-stock-deb", "fs-alloc-guard-deb", "fs-alloc-stock-new", "fs-alloc-guard-new",
 	}
-	// The doubler with the cgroupfs driver runs when asked for
-	// (RUNSC_GUARD_V1_CGROUPFS_WORKLOADS, left out of CI for its time).
-	if strings.Contains(os.Getenv("RUNSC_GUARD_V1_CGROUPFS_WORKLOADS"), "doubler") {
-		names = append(names, "fs-doubler-stock-deb", "fs-doubler-guard-deb", "fs-doubler-stock-new", "fs-doubler-guard-new")
+	// The bash doubler runs when asked for (RUNSC_GUARD_V1_WORKLOADS,
+	// left out of CI for its time: the allocator shows the same placement
+	// and limit, in a third of it).
+	if strings.Contains(os.Getenv("RUNSC_GUARD_V1_WORKLOADS"), "doubler") {
+		names = append(names, "sd-doubler-stock-deb", "sd-doubler-guard-deb", "sd-doubler-stock-new", "sd-doubler-guard-new",
+			"fs-doubler-stock-deb", "fs-doubler-guard-deb", "fs-doubler-stock-new", "fs-doubler-guard-new")
 	}
 	run(t, loadScenario(t, "13", names...), func(t *testing.T, c *scenarioCase) {
 		f := c.f

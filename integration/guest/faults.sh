@@ -210,7 +210,7 @@ fault_many_pods() {
 	crictl rmp -fa > /dev/null 2> "$CASE_DIR/rmp.err"
 	fact rmp_rc $?
 	fact rmp_error "$(err_summary "$CASE_DIR/rmp.err")"
-	# Removing 20 gVisor pods takes containerd 2.4 a while under TCG: wait
+	# Removing many gVisor pods takes containerd 2.4 a while under TCG: wait
 	# for them to go (removing again what is still listed), then count.
 	new_runsc() { comm -13 <(echo "$before") <(pgrep -f 'runsc-sandbox|runsc-gofer|containerd-shim-runsc' | sort); }
 	gone_all() {
@@ -262,5 +262,5 @@ fault_table() {
 	# behind the guard.
 	fault_remove_restart remove-restart-stock-deb stock-deb
 	fault_remove_restart remove-restart-guard-deb guard-deb
-	fault_many_pods many-guard guard-new "${MANY_PODS:-20}"
+	fault_many_pods many-guard guard-new "${MANY_PODS:-10}"
 }

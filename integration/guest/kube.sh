@@ -20,7 +20,6 @@ KUBE_NODE=tbvm
 # The node's address: kubelet refuses a loopback node IP, and the VM has no
 # network, so it is a dummy interface's (kube_up makes it).
 KUBE_NODE_IP=10.99.0.1
-KUBE_UNITS="kube-etcd kube-apiserver kube-controller-manager kube-scheduler kubelet"
 export KUBECONFIG=$KUBE_DIR/admin.kubeconfig
 PATH=$PATH:$TOOLS # kubectl; appended: the tools disk's gVisor shim must not shadow the node's
 
@@ -211,28 +210,80 @@ kube_stats_memory() {
 
 kube_has_stats() { [ -n "$(kube_stats_memory "$1")" ]; }
 
-# kube_record PREFIX POD: fails when POD's sandbox was not running; facts PREFIX_* about POD as kubectl and the node
-# show it: phase, QoS class, per container restarts, reasons (last
-# termination), the sandbox's cgroup and --total-memory, the pod cgroup's
-# limit and peak, and kubelet's stats.
-kube_record() {
-	local p=$1 pod=$2 json pid cg podcg id
-	# The sandbox first: a pod in CrashLoopBackOff keeps it for seconds.
+# kube_catch PREFIX POD: records POD's sandbox (facts PREFIX_pod_id,
+# _sandbox_pid, _sandbox_cgroup, _sandbox_current, _total_memory,
+# _runsc_cgroups, _guard_actions) if its process runs now and no container
+# of the pod is between CreateContainer and a finished StartContainer
+# (CRI state CREATED: Debian's runsc starts an app container's gofer at
+# Start, and the guard moves it before it answers Start, proxy/router.go);
+# fails, recording nothing, otherwise. All or nothing: a pod in
+# CrashLoopBackOff keeps a sandbox for seconds, and one that died between
+# two reads left empty facts that later checks read (CI, a Guaranteed
+# pod's cgroup). Not "every container RUNNING": CRI kept reporting an
+# OOM-killed sandbox's container RUNNING for a minute, and a live
+# sandbox's containers all RUNNING only for seconds.
+#
+# Cheap until it matches: a crictl call and a process scan a look.
+kube_catch() {
+	local p=$1 pod=$2 id pid cg cur total runsc
 	id=$(crictl pods --name "$pod" --state ready -q 2> /dev/null | head -n1)
+	[ -n "$id" ] || return 1
+	kube_none_starting "$id" || return 1
+	pid=$(procs_of "$id" | awk '$2 == "runsc-sandbox" {print $1; exit}')
+	[ -n "$pid" ] || return 1
+	cg=$(cgroup_of "$pid")
+	cur=$(cat "$(cg_mem "$cg" current)" 2> /dev/null)
+	total=$(flag_of "$pid" total-memory 2> /dev/null)
+	runsc=$(kube_runsc_cgroups "$pod")
+	# A zombie passes kill -0 but has no command line: total is empty.
+	[ -n "$cg" ] && [ -n "$cur" ] && [ -n "$total" ] && kill -0 "$pid" 2> /dev/null &&
+		kube_none_starting "$id" || return 1
 	fact "${p}_pod_id" "$id"
-	pid=$(kube_sandbox_pid "$pod")
 	fact "${p}_sandbox_pid" "$pid"
-	local running=1
-	if [ -n "$pid" ]; then
-		running=0
-		cg=$(cgroup_of "$pid")
-		fact "${p}_sandbox_cgroup" "$cg"
-		fact "${p}_sandbox_current" "$(cat "$(cg_mem "$cg" current)" 2> /dev/null)"
-		fact "${p}_total_memory" "$(flag_of "$pid" total-memory)"
-		fact "${p}_runsc_cgroups" "$(kube_runsc_cgroups "$pod")"
-		local rec=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$id/runsc-guard.json
-		[ -s "$rec" ] && fact "${p}_guard_actions" "$(jq -r '(.actions // []) | join(",")' "$rec")"
-	fi
+	fact "${p}_sandbox_cgroup" "$cg"
+	fact "${p}_sandbox_current" "$cur"
+	fact "${p}_total_memory" "$total"
+	fact "${p}_runsc_cgroups" "$runsc"
+	local rec=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$id/runsc-guard.json
+	fact "${p}_guard_actions" "$(jq -r '(.actions // []) | join(",")' "$rec" 2> /dev/null)"
+	return 0
+}
+
+# kube_none_starting SANDBOX_ID: no container of the sandbox is CREATED.
+kube_none_starting() {
+	local out
+	out=$(crictl ps -a --pod "$1" --state created -q 2> /dev/null) || return 1
+	[ -z "$out" ]
+}
+
+# kube_caught PREFIX: a sandbox was recorded for PREFIX in this case.
+kube_caught() { grep -q "^${1}_sandbox_pid=" "$FACTS"; }
+
+# kube_catch_all SECONDS PREFIX=POD...: kube_catch of each pod until each
+# was caught once, for at most SECONDS; fact PREFIX_caught (0 caught).
+kube_catch_all() {
+	local limit=$1 t0=$SECONDS kv left=""
+	shift
+	for kv in "$@"; do left="$left $kv "; done
+	while [ -n "${left// /}" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do
+		for kv in $left; do
+			kube_catch "${kv%%=*}" "${kv#*=}" && { fact "${kv%%=*}_caught" 0; left=${left/ $kv / }; }
+		done
+		sleep 1
+	done
+	for kv in $left; do fact "${kv%%=*}_caught" 1; done
+	[ -z "${left// /}" ]
+}
+
+# kube_record PREFIX POD [pod-only]: facts PREFIX_* about POD as kubectl
+# and the node show it: its sandbox as kube_catch records it if it runs
+# now (unless pod-only: an earlier catch stands), phase, QoS class, per
+# container restarts, reasons (last termination), the pod cgroup's limit
+# and peak, and kubelet's stats. Fails when the sandbox was not caught
+# (always with pod-only).
+kube_record() {
+	local p=$1 pod=$2 json podcg running=1
+	[ "${3:-}" = pod-only ] || { kube_catch "$p" "$pod" && running=0; }
 	json=$(kubectl get pod "$pod" -o json 2> /dev/null)
 	fact "${p}_pod" "$pod"
 	fact "${p}_phase" "$(jq -r .status.phase <<< "$json")"
@@ -249,7 +300,7 @@ kube_record() {
 	# kubelet lists a pod in its stats once its sandbox has been seen by a
 	# housekeeping pass: a sandbox just re-created after an OOM kill may be
 	# missing for a few seconds.
-	wait_until 30 kube_has_stats "$pod"
+	wait_until 60 kube_has_stats "$pod"
 	fact "${p}_stats_memory" "$(kube_stats_memory "$pod")"
 	return $running
 }
@@ -282,9 +333,13 @@ kube_runsc_cgroups() {
 # re-creation of the sandbox may clear them), and PREFIX_stats_peak, the
 # most of the pod's memory kubelet's /stats/summary showed meanwhile (a
 # sandbox OOM-killed again and again is often missing from a single read).
+# Until it has, it also catches the pod's sandbox (kube_catch) once. With
+# PEAK_FILE (kube_stats_watch's), the peak counts what was seen before.
 kube_wait_oom() {
-	local p=$1 pod=$2 t0=$SECONDS peak=0 v json
+	local p=$1 pod=$2 t0=$SECONDS peak=0 v json caught=1
+	[ -n "${5:-}" ] && peak=$(cat "$5" 2> /dev/null || echo 0)
 	while [ $((SECONDS - t0)) -lt "$4" ]; do
+		[ $caught = 0 ] || { kube_catch "$p" "$pod" && caught=0; }
 		v=$(kube_stats_memory "$pod")
 		[ -n "$v" ] && [ "$v" -gt "$peak" ] && peak=$v
 		if kube_oom_restarted "$pod" "$3"; then
@@ -299,23 +354,39 @@ kube_wait_oom() {
 	return 1
 }
 
+# kube_stats_watch APP FILE: until killed, keeps in FILE the most of the
+# memory kubelet's stats showed for the newest pod labelled app=APP (run
+# in the background while a pod grows unwatched).
+kube_stats_watch() {
+	local max=0 v
+	while :; do
+		v=$(kube_stats_memory "$(kube_pod "$1")")
+		[ -n "$v" ] && [ "$v" -gt "$max" ] && max=$v && echo "$max" > "$2"
+		sleep 2
+	done
+}
+
 kube_oom_restarted() {
 	kubectl get pod "$1" -o json 2> /dev/null | jq -e --arg c "$2" '
 		[.status.containerStatuses[]? | select(.name == $c)][0] |
 		.restartCount >= 1 and .lastState.terminated.reason == "OOMKilled"' > /dev/null
 }
 
-# kube_wait_sandbox_over POD BYTES SECONDS: waits until POD's sandbox
-# cgroup charges more than BYTES.
-kube_wait_sandbox_over() {
-	wait_until "$3" kube_sandbox_over "$1" "$2"
-}
-
+# kube_sandbox_over POD BYTES P: POD's sandbox cgroup charges more than
+# BYTES now; then records that sandbox as it is (facts P_sandbox_*,
+# P_total_memory, P_runsc_cgroups): on the stock shim kubelet may
+# re-create it seconds later (15-kube.sh, kube_red).
 kube_sandbox_over() {
-	local pid cur
+	local pid cur cg
 	pid=$(kube_sandbox_pid "$1") && [ -n "$pid" ] || return 1
-	cur=$(cat "$(cg_mem "$(cgroup_of "$pid")" current)" 2> /dev/null) || return 1
-	[ "${cur:-0}" -gt "$2" ]
+	cg=$(cgroup_of "$pid")
+	cur=$(cat "$(cg_mem "$cg" current)" 2> /dev/null) || return 1
+	[ "${cur:-0}" -gt "$2" ] || return 1
+	fact "${3}_sandbox_pid" "$pid"
+	fact "${3}_sandbox_cgroup" "$cg"
+	fact "${3}_sandbox_current" "$cur"
+	fact "${3}_total_memory" "$(flag_of "$pid" total-memory)"
+	fact "${3}_runsc_cgroups" "$(kube_runsc_cgroups "$1")"
 }
 
 # kube_diag WHAT: what the cluster shows when a wait for WHAT ran out, kept

@@ -85,6 +85,16 @@ begin_case() {
 
 end_case() { fact seconds $(($(date +%s) - CASE_START)); }
 
+# resume_case NAME: goes on recording case NAME of this scenario (its facts
+# so far kept; seconds, read last, then counts from here).
+resume_case() {
+	CASE=$1
+	CASE_DIR=$RESULTS/$SCENARIO/$CASE
+	FACTS=$RESULTS/$SCENARIO/$CASE.facts
+	CASE_START=$(date +%s)
+	say "case $CASE (resumed)"
+}
+
 # wait_until SECONDS CMD...: polls CMD every second; fact-free.
 wait_until() {
 	local limit=$1 t0=$SECONDS
@@ -351,6 +361,24 @@ restart_containerd() {
 		;;
 	esac
 	wait_cri
+}
+
+# The transient units of the kube scenarios (kube.sh starts them).
+KUBE_UNITS="kube-etcd kube-apiserver kube-controller-manager kube-scheduler kubelet"
+
+# stop_strays: what a scenario killed at its time limit leaves running
+# (its EXIT trap did not finish): the cluster's units, so kubelet does not
+# go on re-creating pods under the next scenario's containerd. main.sh
+# calls it after every scenario; a scenario that ended cleanly left none.
+stop_strays() {
+	local u left=
+	for u in $KUBE_UNITS; do
+		systemctl is-active -q "$u" 2> /dev/null || continue
+		left="$left $u"
+		systemctl stop "$u" 2> /dev/null
+	done
+	systemctl reset-failed 2> /dev/null
+	[ -z "$left" ] || say "stopped what scenario $1 left running:$left"
 }
 
 stop_containerd() {
@@ -773,13 +801,14 @@ end_workload() {
 	say "  -> $(grep -E '^(sandbox_cgroup|total_memory|reason|survived|pod_peak|start_error)=.' "$FACTS" | tr '\n' ' ')"
 }
 
-# red_and_green: scenarios 1 and 2 on the containerd in use: the seed's two
-# workloads on the stock shim with Debian's runsc, then behind the guard.
+# red_and_green [alloc]: scenarios 1 and 2 on the containerd in use: the
+# seed's two workloads (with alloc, its 1 GiB allocation alone) on the
+# stock shim with Debian's runsc, then behind the guard.
 red_and_green() {
-	run_workload red-doubler stock-deb "$WL_DOUBLER"
+	[ "${1:-}" = alloc ] || run_workload red-doubler stock-deb "$WL_DOUBLER"
 	run_workload red-alloc stock-deb "$WL_ALLOC"
 	requires_guard
-	run_workload green-doubler guard-deb "$WL_DOUBLER"
+	[ "${1:-}" = alloc ] || run_workload green-doubler guard-deb "$WL_DOUBLER"
 	run_workload green-alloc guard-deb "$WL_ALLOC"
 }
 

@@ -14,8 +14,14 @@ for s in $(cat $SHARE/scenarios); do
 	reset_node
 	t0=$SECONDS
 	say "scenario $s: start"
-	timeout -k 10 "$per_scenario" bash $GUEST/scenario.sh "$s" > "$RESULTS/$s/log.txt" 2>&1
+	# TERM first: the scenario's EXIT trap (kube_down, remove_all_pods)
+	# gets two minutes before KILL.
+	timeout -k 120 "$per_scenario" bash $GUEST/scenario.sh "$s" > "$RESULTS/$s/log.txt" 2>&1
 	rc=$?
+	stop_strays "$s"
+	for f in /var/log/kube*.log; do # the cluster's logs, for kube_diag's reader
+		[ -e "$f" ] && gzip -c "$f" > "$RESULTS/$s/${f##*/}.gz" && rm -f "$f"
+	done
 	printf 'rc=%s\nseconds=%s\n' $rc $((SECONDS - t0)) > "$RESULTS/$s/status"
 	say "scenario $s: done rc=$rc in $((SECONDS - t0))s"
 done

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Scenario 13, cgroup v1 (its own boot, systemd.unified_cgroup_hierarchy=0;
 # integration/run.sh): containerd 1.6, the seed's two workloads on the stock
-# shim and behind the guard, Debian's runsc and the 2026 runsc, with the
+# shim and behind the guard (the python allocator; the bash doubler too
+# with RUNSC_GUARD_V1_WORKLOADS="doubler alloc"), Debian's runsc and the
+# 2026 runsc, with the
 # systemd driver (pod slice with MemoryMax) and the cgroupfs driver
 # (/kubepods/burstable/pod<uid> with memory.limit_in_bytes).
 #
@@ -19,7 +21,7 @@ scenario() {
 	say "cgroup v1: $(grep -c . /proc/cgroups) controllers, $(stat -fc %T $CG/memory)"
 	use_containerd 1.6 systemd
 	local wl cmd r
-	for wl in doubler alloc; do
+	for wl in ${V1_WORKLOADS:-alloc}; do
 		cmd=$WL_DOUBLER
 		[ $wl = alloc ] && cmd=$WL_ALLOC
 		for r in deb new; do
@@ -29,7 +31,7 @@ scenario() {
 	done
 	[ -x "$GUARD_BIN" ] && run_workload sd-alloc-guard-new-sd guard-new-sd "$WL_ALLOC" before_start=audit_running
 	use_containerd 1.6 cgroupfs
-	for wl in ${V1_CGROUPFS_WORKLOADS:-alloc}; do
+	for wl in ${V1_WORKLOADS:-alloc}; do
 		cmd=$WL_DOUBLER
 		[ $wl = alloc ] && cmd=$WL_ALLOC
 		for r in deb new; do

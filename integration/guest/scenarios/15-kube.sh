@@ -4,13 +4,15 @@
 # the gVisor handler "runsc" with gVisor's own runtime type and Debian's
 # runsc without systemd-cgroup, no guard. The seed's RuntimeClass and two
 # Deployments, byte for byte (guest/manifests), through `kubectl apply`:
-#   RED    the stock shim: each pod passes its 256Mi, its sandbox sits in
-#          system.slice and kubelet's stats see nothing of it;
+#   RED    the stock shim, both at once: each pod passes its 256Mi, its
+#          sandbox sits in system.slice and kubelet's stats see nothing
+#          of it;
 #   GREEN  install.sh --restart, nothing else changed, the same manifests:
 #          each container OOM-killed and restarted by kubelet, the sandbox
 #          and gofers in kubelet's pod slice, the stats right, audit OK;
 #   beyond the seed, behind the guard: Guaranteed, BestEffort, a
-#          RuntimeClass overhead, two containers (manifests/beyond-seed.yaml).
+#          RuntimeClass overhead, two containers (manifests/beyond-seed.yaml);
+#   resize a pod raised in place with kubectl (manifests/resize.yaml).
 scenario() {
 	requires_guard
 	# shellcheck source=integration/guest/kube.sh
@@ -30,12 +32,12 @@ scenario() {
 	kubectl apply -f "$m/runtimeclass.yaml" > "$CASE_DIR/apply.txt" 2>&1
 	fact runtimeclass_rc $?
 	end_case
-	trap 'kube_down; remove_all_pods' EXIT
+	KUBE_WATCH=
+	trap '[ -z "$KUBE_WATCH" ] || kill "$KUBE_WATCH" 2> /dev/null; kube_down; remove_all_pods' EXIT
 
 	begin_case red
 	case_facts runsc systemd
-	kube_red python "$m/memory-eater-python.yaml"
-	kube_red bash "$m/memory-eater-bash.yaml"
+	kube_red "$m" python bash
 	end_case
 
 	begin_case install
@@ -53,38 +55,47 @@ scenario() {
 	fact handler_after_install "$(handler_field runsc .runtimeType)"
 	end_case
 
-	# One pod at a time where it matters: a pod in CrashLoopBackOff
-	# allocates again at every restart, and the VM has two CPUs; the bash
-	# doubler alone takes about 3.5 minutes to reach 256Mi under TCG. Each
-	# pod is deleted once recorded.
+	# The bash doubler takes about 3.5 minutes to reach 256Mi under TCG
+	# (its 100m of CPU quota now holds the whole sandbox): the beyond
+	# case runs while it does (its pods, and resize.yaml's, start once
+	# python's is recorded), then green resumes for bash. At most 256Mi a
+	# pod here (BestEffort's 300 MB aside), so the VM holds them all; each
+	# is deleted once recorded, as a pod in CrashLoopBackOff allocates
+	# again at every restart.
 	begin_case green
 	case_facts runsc systemd
 	kubectl apply -f "$m/memory-eater-python.yaml" -f "$m/memory-eater-bash.yaml" > "$CASE_DIR/apply.txt" 2>&1
 	fact apply_rc $?
+	# bash's stats are watched from now on: it may be OOM-killed before
+	# its own wait begins.
+	local watch=$RESULTS/$SCENARIO/bash-stats-peak
+	kube_stats_watch memory-eater-bash "$watch" &
+	KUBE_WATCH=$!
 	kube_green python 420
 	kubectl delete -f "$m/memory-eater-python.yaml" --wait=false > /dev/null 2>&1
-	kube_green bash 600
-	sample kubectl-get-pods-green kubectl get pods -o wide
-	kubectl delete -f "$m/memory-eater-bash.yaml" --wait=false > /dev/null 2>&1
 	end_case
 
 	begin_case beyond
 	case_facts runsc systemd
-	wait_until 120 kube_no_pods
 	kubectl apply -f "$m/beyond-seed.yaml" > "$CASE_DIR/apply.txt" 2>&1
 	fact apply_rc $?
+	kubectl apply -f "$m/resize.yaml" > "$CASE_DIR/apply-resize.txt" 2>&1
+	local resize_rc=$?
+	# Each pod's first sandbox lives until its first OOM kill; the later
+	# ones seconds each, between ever longer back-offs: catch all four
+	# at once (kube_wait_oom and kube_record catch again after), then
+	# wait for each kill.
+	kube_catch_all 180 guaranteed=eater-guaranteed overhead=eater-overhead two=eater-two besteffort=eater-besteffort ||
+		kube_diag "beyond sandboxes running"
 	local pod rc
 	for pod in eater-guaranteed eater-overhead eater-two; do
-		kube_wait_oom "${pod#eater-}" "$pod" eater 420 && wait_until 60 kube_sandbox_pid "$pod" > /dev/null
+		kube_wait_oom "${pod#eater-}" "$pod" eater 420
 		rc=$?
 		fact "${pod#eater-}_waited" $rc
 		[ $rc = 0 ] || kube_diag "$pod restarted"
-		# Its sandbox lives seconds per restart: again until it is caught
-		# running (facts read later win).
-		for _ in 1 2 3; do
-			kube_record "${pod#eater-}" "$pod" && break
-			wait_until 120 kube_sandbox_pid "$pod" > /dev/null
-		done
+		kube_caught "${pod#eater-}" || wait_until 180 kube_catch "${pod#eater-}" "$pod" ||
+			kube_diag "$pod sandbox running"
+		kube_record "${pod#eater-}" "$pod"
 		kubectl delete pod "$pod" --wait=false > /dev/null 2>&1
 	done
 	# BestEffort: nothing limits it; it must hold its 300 MB, not restart.
@@ -95,33 +106,169 @@ scenario() {
 	sample kubectl-get-pods-beyond kubectl get pods -o wide
 	audit_case audit-beyond
 	end_case
+
+	resume_case green
+	kube_green bash 600 "$watch"
+	kill "$KUBE_WATCH" 2> /dev/null
+	sample kubectl-get-pods-green kubectl get pods -o wide
+	kubectl delete -f "$m/memory-eater-bash.yaml" --wait=false > /dev/null 2>&1
+	end_case
+
+	kube_resize "$resize_rc"
 }
 
-# kube_red APP MANIFEST: the seed's Deployment APP on the stock shim: once
-# its sandbox charges 320 MiB (past the pod's 256Mi), what kubectl, kubelet
-# and the node show (facts APP_*), then the Deployment is deleted before it
-# eats the VM.
+# kube_resize APPLY_RC: a running pod behind the guard (manifests/resize.yaml,
+# applied in the beyond case with exit code APPLY_RC) raised in place with
+# `kubectl patch --subresource resize` from 256Mi to 512Mi: kubelet writes
+# the pod slice, then calls UpdateContainerResources (which Debian's runsc
+# fails: the 2026 shim's `runsc update`); the guard makes the sandbox's
+# scope follow. A 400 MB allocation must then survive. Scenario 16 has the
+# stock shim beside it, with crictl, in this boot.
+kube_resize() {
+	begin_case resize
+	case_facts runsc systemd
+	kubectl delete -f "$GUEST/manifests/beyond-seed.yaml" --wait=false > /dev/null 2>&1
+	fact apply_rc "$1"
+	wait_until 300 kube_logged eater-resize READY || kube_diag "eater-resize ready"
+	kube_podlevel
+	kube_resize_limits before
+	# A strategic merge patch (kubectl's default): containers merge by
+	# name (a JSON merge patch would replace the list, which the API
+	# server refuses: only cpu and memory are mutable).
+	kubectl patch pod eater-resize --subresource resize -p \
+		'{"spec":{"containers":[{"name":"eater","resources":{"limits":{"memory":"512Mi","cpu":"1"},"requests":{"memory":"200Mi","cpu":"100m"}}}]}}' \
+		> "$CASE_DIR/patch.txt" 2>&1
+	fact patch_rc $?
+	wait_until 120 kube_pod_limit_is eater-resize $((512 * MiB))
+	fact pod_raised $?
+	# kubelet's UpdateContainerResources comes after the pod slice.
+	wait_until 60 kube_sandbox_limit_is eater-resize $((512 * MiB)) max
+	fact sandbox_followed $?
+	kube_resize_limits raised
+	fact resize_conditions "$(kubectl get pod eater-resize -o json | jq -c '[.status.conditions[]? | select(.type | startswith("PodResize")) | {type, reason, message}]')"
+	fact status_limits "$(kubectl get pod eater-resize -o jsonpath='{.status.containerStatuses[0].resources.limits}')"
+	local out
+	out=$(timeout 180 kubectl exec eater-resize -- python -c "b = b' ' * (400 << 20); print('ALLOC-OK', len(b))" 2>&1)
+	fact alloc_rc $?
+	fact alloc_output "${out:0:300}"
+	sleep 3
+	kube_record after eater-resize
+	local id
+	id=$(crictl pods --name eater-resize --state ready -q 2> /dev/null | head -n1)
+	[ -n "$id" ] && fact follows "$(jq -c '[.follows[]? | {from: .from.memory_bytes, to: .to.memory_bytes, written}]' \
+		"$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$id/runsc-guard.json" 2> /dev/null)"
+	audit_case audit-resize
+	sample kubectl-describe-resize kubectl describe pod eater-resize
+	kubectl delete pod eater-resize --wait=false > /dev/null 2>&1
+	end_case
+}
+
+# kube_podlevel: the pod of pod-level resources (256Mi on the pod, none
+# on its container): what its sandbox booted with, what the guard resolved
+# and the CRI annotation carried; then 400 MB must be killed in it.
+kube_podlevel() {
+	local id pid b out
+	wait_until 120 kube_logged eater-podlevel READY
+	fact podlevel_ready $?
+	id=$(crictl pods --name eater-podlevel --state ready -q 2> /dev/null | head -n1)
+	pid=$(kube_sandbox_pid eater-podlevel)
+	b=$CTRD_STATE/io.containerd.runtime.v2.task/k8s.io/$id
+	fact podlevel_pod_memory_max "$(cat "$(cg_mem "$(kube_pod_cgroup eater-podlevel)" max)" 2> /dev/null)"
+	[ -n "$pid" ] && fact podlevel_total_memory "$(flag_of "$pid" total-memory)"
+	fact podlevel_annotation "$(jq -r '.annotations["io.kubernetes.cri.sandbox-memory"] // ""' "$b/config.json" 2> /dev/null)"
+	fact podlevel_guard_effective "$(jq -r '.effective.memory_bytes // ""' "$b/runsc-guard.json" 2> /dev/null)"
+	out=$(timeout 180 kubectl exec eater-podlevel -- python -c "b = b' ' * (400 << 20); print('ALLOC-OK', len(b))" 2>&1)
+	fact podlevel_alloc_output "${out:0:200}"
+	wait_until 60 kube_oom_restarted eater-podlevel eater
+	fact podlevel_oom_restarted $?
+	kubectl delete pod eater-podlevel --wait=false > /dev/null 2>&1
+}
+
+# kube_resize_limits KEY: the pod slice's and the sandbox cgroup's
+# memory.max now (facts KEY_pod_memory_max, KEY_sandbox_memory_max).
+kube_resize_limits() {
+	local pid
+	fact "$1_pod_memory_max" "$(cat "$(cg_mem "$(kube_pod_cgroup eater-resize)" max)" 2> /dev/null)"
+	pid=$(kube_sandbox_pid eater-resize)
+	[ -n "$pid" ] && fact "$1_sandbox_memory_max" "$(cat "$(cg_mem "$(cgroup_of "$pid")" max)" 2> /dev/null)"
+	return 0
+}
+
+# kube_pod_limit_is POD BYTES: POD's slice has memory.max BYTES.
+kube_pod_limit_is() { [ "$(cat "$(cg_mem "$(kube_pod_cgroup "$1")" max)" 2> /dev/null)" = "$2" ]; }
+
+# kube_sandbox_limit_is POD VALUE...: POD's sandbox cgroup has memory.max
+# one of VALUEs.
+kube_sandbox_limit_is() {
+	local pid v want
+	pid=$(kube_sandbox_pid "$1") && [ -n "$pid" ] || return 1
+	v=$(cat "$(cg_mem "$(cgroup_of "$pid")" max)" 2> /dev/null) || return 1
+	shift
+	for want in "$@"; do [ "$v" = "$want" ] && return 0; done
+	return 1
+}
+
+# kube_red DIR APP...: the seed's Deployments APP... (DIR/memory-eater-APP.yaml)
+# on the stock shim, all at once (python passes 320 MiB within about a
+# minute, the bash doubler takes minutes). Each is watched until its
+# sandbox charges 320 MiB (past the pod's 256Mi); then what kubectl,
+# kubelet and the node show is recorded (facts APP_*) and its Deployment
+# deleted, while the others are still watched: nothing limits them here.
 kube_red() {
-	local app=memory-eater-$1 pod rc
-	kubectl apply -f "$2" > "$CASE_DIR/apply-$1.txt" 2>&1
-	fact "${1}_apply_rc" $?
-	wait_until 180 kube_pod_running "$app" || kube_diag "$app running"
-	pod=$(kube_pod "$app")
-	kube_wait_sandbox_over "$pod" $((320 * MiB)) 300
-	rc=$?
-	fact "${1}_over_limit" $rc
-	[ $rc = 0 ] || kube_diag "$app over its limit"
-	kube_record "$1" "$pod"
-	sample "kubectl-get-pods-red-$1" kubectl get pods -o wide
-	sample "kubectl-describe-red-$1" kubectl describe pod "$pod"
-	[ "$1" = python ] && audit_case audit-red
-	kubectl delete -f "$2" --wait=false > /dev/null 2>&1
-	kubectl delete pod "$pod" --grace-period=0 --force > /dev/null 2>&1
+	local dir=$1 app pod left t0 rc
+	shift
+	for app in "$@"; do
+		kubectl apply -f "$dir/memory-eater-$app.yaml" > "$CASE_DIR/apply-$app.txt" 2>&1
+		fact "${app}_apply_rc" $?
+	done
+	for app in "$@"; do
+		wait_until 180 kube_pod_running "memory-eater-$app" || kube_diag "memory-eater-$app running"
+	done
+	# 420 s: on the stock shim kubelet sometimes re-creates the sandbox of
+	# a pod seconds after it started ("Pod sandbox changed"), the doubler
+	# then starts over (seen up to four times in a row under TCG, each
+	# such sandbox preceded by containerd's 2 s task-state timeout,
+	# "get state for <id>: context deadline exceeded": stateTimeout in
+	# https://github.com/containerd/containerd/blob/v1.6.20/services/tasks/local.go).
+	# The cause is not known; behind the guard it was not seen.
+	left=" $* "
+	t0=$SECONDS
+	while [ -n "${left// /}" ] && [ $((SECONDS - t0)) -lt 420 ]; do
+		for app in $left; do
+			pod=$(kube_pod "memory-eater-$app")
+			[ -n "$pod" ] && kube_sandbox_over "$pod" $((320 * MiB)) "$app" || continue
+			fact "${app}_over_limit" 0
+			kube_red_end "$dir" "$app" "$pod"
+			left=${left/ $app / }
+		done
+		sleep 1
+	done
+	for app in $left; do
+		fact "${app}_over_limit" 1
+		kube_diag "memory-eater-$app over its limit"
+		kube_red_end "$dir" "$app" "$(kube_pod "memory-eater-$app")"
+	done
+	# By "no pods at all": a pod its ReplicaSet made before the garbage
+	# collector removed it has another name.
 	wait_until 120 kube_no_pods
-	fact "${1}_gone" $?
+	rc=$?
+	for app in "$@"; do fact "${app}_gone" $rc; done
 }
 
-# kube_green APP SECONDS: waits up to SECONDS for the seed's Deployment
+# kube_red_end DIR APP POD: records the RED pod POD of APP (pod-only: a
+# sandbox running now may be a re-created one that has not grown yet;
+# the one kube_sandbox_over saw past 320 MiB stands), then deletes its
+# Deployment and the pod.
+kube_red_end() {
+	kube_record "$2" "$3" pod-only
+	sample "kubectl-get-pods-red-$2" kubectl get pods -o wide
+	sample "kubectl-describe-red-$2" kubectl describe pod "$3"
+	[ "$2" = python ] && audit_case audit-red
+	kubectl delete -f "$1/memory-eater-$2.yaml" --wait=false > /dev/null 2>&1
+	kubectl delete pod "$3" --grace-period=0 --force > /dev/null 2>&1
+}
+
+# kube_green APP SECONDS [PEAK_FILE]: waits up to SECONDS for the seed's Deployment
 # APP to have been OOM-killed and restarted by kubelet (its container is
 # "ubuntu"), then records it (facts APP_*) while its sandbox runs again.
 # kubelet often stops a pod's first container within seconds of its start
@@ -131,12 +278,14 @@ kube_green() {
 	local app=memory-eater-$1 pod rc
 	wait_until 180 kube_pod_running "$app" || kube_diag "$app running"
 	pod=$(kube_pod "$app")
-	kube_wait_oom "$1" "$pod" ubuntu "$2"
+	kube_wait_oom "$1" "$pod" ubuntu "$2" "${3:-}"
 	rc=$?
 	fact "${1}_restarted" $rc
 	[ $rc = 0 ] || kube_diag "$app restarted"
-	wait_until 60 kube_sandbox_pid "$pod" > /dev/null
-	audit_case "audit-green-$1" # while its sandbox runs: it dies again soon
+	# The audit while a sandbox of the pod runs (it dies again soon).
+	wait_until 240 kube_catch "$1" "$pod"
+	fact "${1}_caught" $?
+	audit_case "audit-green-$1"
 	kube_record "$1" "$pod"
 	sample "kubectl-describe-green-$1" kubectl describe pod "$pod"
 }
