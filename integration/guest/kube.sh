@@ -259,22 +259,6 @@ kube_none_starting() {
 # kube_caught PREFIX: a sandbox was recorded for PREFIX in this case.
 kube_caught() { grep -q "^${1}_sandbox_pid=" "$FACTS"; }
 
-# kube_catch_all SECONDS PREFIX=POD...: kube_catch of each pod until each
-# was caught once, for at most SECONDS; fact PREFIX_caught (0 caught).
-kube_catch_all() {
-	local limit=$1 t0=$SECONDS kv left=""
-	shift
-	for kv in "$@"; do left="$left $kv "; done
-	while [ -n "${left// /}" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do
-		for kv in $left; do
-			kube_catch "${kv%%=*}" "${kv#*=}" && { fact "${kv%%=*}_caught" 0; left=${left/ $kv / }; }
-		done
-		sleep 1
-	done
-	for kv in $left; do fact "${kv%%=*}_caught" 1; done
-	[ -z "${left// /}" ]
-}
-
 # kube_record PREFIX POD [pod-only]: facts PREFIX_* about POD as kubectl
 # and the node show it: its sandbox as kube_catch records it if it runs
 # now (unless pod-only: an earlier catch stands), phase, QoS class, per

@@ -85,16 +85,6 @@ begin_case() {
 
 end_case() { fact seconds $(($(date +%s) - CASE_START)); }
 
-# resume_case NAME: goes on recording case NAME of this scenario (its facts
-# so far kept; seconds, read last, then counts from here).
-resume_case() {
-	CASE=$1
-	CASE_DIR=$RESULTS/$SCENARIO/$CASE
-	FACTS=$RESULTS/$SCENARIO/$CASE.facts
-	CASE_START=$(date +%s)
-	say "case $CASE (resumed)"
-}
-
 # wait_until SECONDS CMD...: polls CMD every second; fact-free.
 wait_until() {
 	local limit=$1 t0=$SECONDS
