@@ -249,7 +249,7 @@ func TestStartServeDelete(t *testing.T) {
 			if appAddr == addr {
 				t.Errorf("app1 got the sandbox's socket %q: each container needs its own", addr)
 			}
-			if n := countMentioning(procsMentioning("\x00serve"), e.dir); n != 1 {
+			if n := len(mentioning(procsMentioning("\x00serve"), e.dir)); n != 1 {
 				t.Errorf("%d guard servers for one pod, want 1", n)
 			}
 
@@ -288,7 +288,7 @@ func TestStartServeDelete(t *testing.T) {
 			// A new container of the pod goes to the same guard.
 			app2 := e.bundle(t, "app2", podAnnotations("container"))
 			app2Addr := e.start(t, app2, "app2", nil)
-			if n := countMentioning(procsMentioning("\x00serve"), e.dir); n != 1 {
+			if n := len(mentioning(procsMentioning("\x00serve"), e.dir)); n != 1 {
 				t.Errorf("%d guard servers after app2 started, want 1", n)
 			}
 
@@ -330,7 +330,7 @@ func TestGuardKilled(t *testing.T) {
 	if _, err := c.State(context.Background(), &taskAPI.StateRequest{ID: "sb1"}); err != nil {
 		t.Fatal(err)
 	}
-	guards := procsMentioning("\x00serve")
+	guards := mentioning(procsMentioning("\x00serve"), e.dir)
 	if len(guards) != 1 {
 		t.Fatalf("guard servers %v, want 1", guards)
 	}
@@ -443,15 +443,17 @@ func collectLog(t *testing.T, bundle string) func() string {
 	}
 }
 
-func countMentioning(pids []int, s string) int {
-	n := 0
+// mentioning keeps the pids whose command line contains s (this test's
+// directory: another test run on the host has guards of its own).
+func mentioning(pids []int, s string) []int {
+	var out []int
 	for _, pid := range pids {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if bytes.Contains(b, []byte(s)) {
-			n++
+			out = append(out, pid)
 		}
 	}
-	return n
+	return out
 }
 
 func TestDeleteFailurePassesThrough(t *testing.T) {
