@@ -49,15 +49,20 @@ func TestScenario15Kube(t *testing.T) {
 				c.check(t, tm > 0 && (tm-ram)*100 <= ram && (ram-tm)*100 <= ram,
 					"%s: sandbox --total-memory %s, want the VM's RAM %s (the incident)", app, f[app+"_total_memory"], f["vm_ram"])
 				// kubelet reads the pod slice: the runaway is invisible.
-				c.check(t, f[app+"_stats_memory"] != "" && f.num(app+"_stats_memory") < 64<<20,
-					"%s: kubelet's stats report %q B for the pod, want near 0 (the sandbox is not in the pod slice)", app, f[app+"_stats_memory"])
+				// Either the pod's memory is near 0 or kubelet lists none
+				// for it (CI saw both for the bash pod, whose sandbox
+				// kubelet had re-created); the summary itself must have
+				// been read (the node's own working set is in it).
+				c.check(t, f.num(app+"_stats_node") > 0, "%s: kubelet's /stats/summary could not be read (node working set %q)", app, f[app+"_stats_node"])
+				c.check(t, f[app+"_stats_memory"] == "" || f.num(app+"_stats_memory") < 64<<20,
+					"%s: kubelet's stats report %s B for the pod, want near 0 or none (the sandbox is not in the pod slice)", app, f[app+"_stats_memory"])
 				c.check(t, f.num(app+"_pod_memory_max") == limit, "%s: pod slice memory.max %s, want %d", app, f[app+"_pod_memory_max"], limit)
 				c.check(t, f[app+"_gone"] == "0", "%s: the RED pod was not removed within 120 s", app)
 			}
 			expectKubeAudit(t, c, "audit-red", f["python_pod"], "AT-RISK")
-			c.outcome = fmt.Sprintf("RED: python sandbox %s in %s, stats %s; bash sandbox %s (past 320 MiB: %s)",
-				mibs(f.num("python_sandbox_current")), clip(f["python_sandbox_cgroup"], 40), mibs(f.num("python_stats_memory")),
-				mibs(f.num("bash_sandbox_current")), map[string]string{"0": "yes", "1": "no"}[f["bash_over_limit"]])
+			c.outcome = fmt.Sprintf("RED: python sandbox %s in %s, stats %s; bash sandbox %s (past 320 MiB: %s), stats %s",
+				mibs(f.num("python_sandbox_current")), clip(f["python_sandbox_cgroup"], 40), kubeStats(f, "python"),
+				mibs(f.num("bash_sandbox_current")), map[string]string{"0": "yes", "1": "no"}[f["bash_over_limit"]], kubeStats(f, "bash"))
 		case "install":
 			c.check(t, f["doctor_rc"] == "1", "doctor on the RED node exited %s, want 1 (ERROR findings)", f["doctor_rc"])
 			c.check(t, f["install_dry_run_rc"] == "0" && f["dry_run_changed_config"] == "no" && f["dry_run_installed"] == "no",
@@ -190,7 +195,7 @@ func printKube(w io.Writer) {
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.name, clip(f[app+"_pod"], 32), orDash(f[app+"_qos"]),
 				orDash(f[app+"_states"]), orDash(f[app+"_restarts"]), orDash(f[app+"_reasons"]), orDash(f[app+"_oom_seen"]), mibs(f.num(app+"_pod_memory_max")),
-				mibs(f.num(app+"_stats_memory"))+" / "+mibs(f.num(app+"_stats_peak")), mibs(f.num(app+"_sandbox_current")), mibs(f.num(app+"_total_memory")),
+				kubeStats(f, app)+" / "+mibs(f.num(app+"_stats_peak")), mibs(f.num(app+"_sandbox_current")), mibs(f.num(app+"_total_memory")),
 				shortPath(f[app+"_sandbox_cgroup"], f[app+"_pod_cgroup"]))
 		}
 	}
@@ -223,4 +228,13 @@ func TestScenario17KubeContainerd2(t *testing.T) {
 			c.outcome = "GREEN: " + f["python_oom_seen"]
 		}
 	})
+}
+
+// kubeStats: the pod's memory in kubelet's /stats/summary, "none" when
+// kubelet listed none for it.
+func kubeStats(f facts, app string) string {
+	if f[app+"_stats_memory"] == "" {
+		return "none"
+	}
+	return mibs(f.num(app + "_stats_memory"))
 }

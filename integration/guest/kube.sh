@@ -210,6 +210,14 @@ kube_stats_memory() {
 
 kube_has_stats() { [ -n "$(kube_stats_memory "$1")" ]; }
 
+# kube_stats_node: the node's working set in kubelet's /stats/summary: set
+# when the summary could be read at all (a pod missing from it is then
+# kubelet's answer, not a failed read).
+kube_stats_node() {
+	kubectl get --raw "/api/v1/nodes/$KUBE_NODE/proxy/stats/summary" 2> /dev/null |
+		jq -r '.node.memory.workingSetBytes // empty'
+}
+
 # kube_catch PREFIX POD: records POD's sandbox (facts PREFIX_pod_id,
 # _sandbox_pid, _sandbox_cgroup, _sandbox_current, _total_memory,
 # _runsc_cgroups, _guard_actions) if its process runs now and no container
@@ -284,8 +292,12 @@ kube_record() {
 	# kubelet lists a pod in its stats once its sandbox has been seen by a
 	# housekeeping pass: a sandbox just re-created after an OOM kill may be
 	# missing for a few seconds.
+	# On the stock shim kubelet may list no memory for the pod at all (seen
+	# in CI for the RED bash pod after kubelet re-created its sandbox):
+	# _stats_memory is then empty and _stats_node says the summary was read.
 	wait_until 60 kube_has_stats "$pod"
 	fact "${p}_stats_memory" "$(kube_stats_memory "$pod")"
+	fact "${p}_stats_node" "$(kube_stats_node)"
 	return $running
 }
 
