@@ -105,6 +105,31 @@ registerNode: true
 EOF
 }
 
+# kube_seed_node: the incident's node before containerd starts: handler
+# "runsc" with gVisor's own runtime type and Debian's runsc without
+# systemd-cgroup (read by containerd_config_*, lib.sh), and no guard
+# installed.
+kube_seed_node() {
+	# shellcheck disable=SC2034 # read by containerd_config_* (lib.sh)
+	HANDLERS="runsc:node:deb"
+	plain_node_shim
+	rm -f "$GUARD_BIN"
+}
+
+# kube_seed_cluster CTR MANIFESTS: on the running containerd (CTR: its
+# ctr), the seed's image imported, then case "cluster": the control plane
+# and kubelet up, the seed's RuntimeClass applied.
+kube_seed_cluster() {
+	"$1" -n k8s.io images import /var/lib/testbed/python.tar > /dev/null ||
+		die "importing python:3.12-bookworm failed"
+	PATH=$PATH:$SHARE/bin # the guard binary before it is installed
+	begin_case cluster
+	kube_up
+	kubectl apply -f "$2/runtimeclass.yaml" > "$CASE_DIR/apply.txt" 2>&1
+	fact runtimeclass_rc $?
+	end_case
+}
+
 # kube_up: starts the cluster on the running containerd and waits for the
 # node to be Ready; fact kube_ready_seconds (first unit to Ready).
 kube_up() {

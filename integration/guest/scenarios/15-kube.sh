@@ -17,21 +17,10 @@ scenario() {
 	requires_guard
 	# shellcheck source=integration/guest/kube.sh
 	. "$GUEST/kube.sh"
-	# shellcheck disable=SC2034 # read by containerd_config_16 (lib.sh)
-	HANDLERS="runsc:node:deb"
-	plain_node_shim
-	rm -f "$GUARD_BIN"
+	kube_seed_node
 	use_containerd 1.6 systemd
-	ctr -n k8s.io images import /var/lib/testbed/python.tar > /dev/null ||
-		die "importing python:3.12-bookworm failed"
-	PATH=$PATH:$SHARE/bin # the guard binary before it is installed
 	local m=$GUEST/manifests
-
-	begin_case cluster
-	kube_up
-	kubectl apply -f "$m/runtimeclass.yaml" > "$CASE_DIR/apply.txt" 2>&1
-	fact runtimeclass_rc $?
-	end_case
+	kube_seed_cluster ctr "$m"
 	KUBE_WATCH=
 	trap '[ -z "$KUBE_WATCH" ] || kill "$KUBE_WATCH" 2> /dev/null; kube_down; remove_all_pods' EXIT
 

@@ -14,22 +14,11 @@ scenario() {
 	requires_guard
 	# shellcheck source=integration/guest/kube.sh
 	. "$GUEST/kube.sh"
-	# shellcheck disable=SC2034 # read by containerd_config_24 (lib.sh)
-	HANDLERS="runsc:node:deb"
-	plain_node_shim
-	rm -f "$GUARD_BIN"
+	kube_seed_node
 	containerd2_service
 	trap 'kube_down; remove_all_pods; containerd2_service_undo' EXIT
-	ctr2 -n k8s.io images import /var/lib/testbed/python.tar > /dev/null ||
-		die "importing python:3.12-bookworm failed"
-	PATH=$PATH:$SHARE/bin
 	local m=$GUEST/manifests
-
-	begin_case cluster
-	kube_up
-	kubectl apply -f "$m/runtimeclass.yaml" > "$CASE_DIR/apply.txt" 2>&1
-	fact runtimeclass_rc $?
-	end_case
+	kube_seed_cluster ctr2 "$m"
 
 	begin_case red
 	case_facts runsc systemd
