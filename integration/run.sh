@@ -45,7 +45,7 @@ V1_SCENARIOS="13" # run in a second boot, on cgroup v1
 CACHE=${RUNSC_GUARD_CACHE:-/var/cache/runsc-guard}
 RUN_DIR=${RUNSC_GUARD_RUN_DIR:-$CACHE/run}
 VM_MEM=${RUNSC_GUARD_VM_MEM:-4096}
-SCENARIO_TIMEOUT=2700 # guest side, per scenario (15, real Kubernetes, is the slowest: 33.5 min measured)
+SCENARIO_TIMEOUT=2700 # guest side, per scenario (15, real Kubernetes, is the slowest: 25 to 36 min measured)
 BOOT_TIMEOUT=300     # boot to the first scenario, and poweroff
 
 # scenarios: the selected scenario numbers, in run order. Names are
